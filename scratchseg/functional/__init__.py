@@ -1,0 +1,45 @@
+"""Pure ops: each a forward returning (output, cache) and a backward beside it."""
+
+from scratchseg.functional.activation import relu_backward, relu_forward
+from scratchseg.functional.conv import (
+    col2im,
+    conv2d_backward,
+    conv2d_forward,
+    conv_transpose2d_backward,
+    conv_transpose2d_forward,
+    im2col,
+)
+from scratchseg.functional.loss import (
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
+from scratchseg.functional.pool import max_pool2d_backward, max_pool2d_forward
+from scratchseg.functional.regularize import (
+    batch_norm2d_backward,
+    batch_norm2d_forward,
+    dropout_backward,
+    dropout_forward,
+)
+from scratchseg.functional.skip import center_crop, concat_backward, concat_forward
+
+__all__ = [
+    "batch_norm2d_backward",
+    "batch_norm2d_forward",
+    "center_crop",
+    "col2im",
+    "concat_backward",
+    "concat_forward",
+    "conv2d_backward",
+    "conv2d_forward",
+    "conv_transpose2d_backward",
+    "conv_transpose2d_forward",
+    "dropout_backward",
+    "dropout_forward",
+    "im2col",
+    "max_pool2d_backward",
+    "max_pool2d_forward",
+    "relu_backward",
+    "relu_forward",
+    "softmax_cross_entropy_backward",
+    "softmax_cross_entropy_forward",
+]

@@ -1,0 +1,191 @@
+"""2-D convolution and transposed convolution as GEMMs over im2col columns.
+
+Shapes (PyTorch's layouts, so weights move between the frameworks unchanged):
+conv2d            x (N, C, H, W), w (O, C, kH, kW) -> y (N, O, H', W'),
+                  H' = (H + 2p - kH) // s + 1
+conv_transpose2d  x (N, C, H, W), w (C, O, kH, kW) -> y (N, O, H', W'),
+                  H' = (H - 1) s - 2p + kH
+
+im2col lays the kH*kW shifted, strided views of the padded input out as
+columns, so a convolution is one batched matrix product. col2im is its
+adjoint: kH*kW strided slice additions. The transposed convolution is the
+adjoint of the convolution, so its forward is conv2d's input-gradient and
+its backward is conv2d's forward.
+"""
+
+from scratchseg.backend import get_array_module
+from scratchseg.functional._checks import (
+    check_float_array,
+    check_positive,
+    check_same_dtype,
+    pair,
+)
+
+
+def _window(start, stride, count):
+    """The slice picking ``count`` positions ``start, start + stride, ...``."""
+    return slice(start, start + stride * (count - 1) + 1, stride)
+
+
+def im2col(x, kernel, stride, out_size):
+    """(N, C, H, W) -> columns (N, C*kH*kW, H'*W').
+
+    cols[n, (c, i, j), (h, w)] = x[n, c, s_h*h + i, s_w*w + j]; one strided
+    slice copy per kernel offset (i, j), never a loop over pixels.
+    """
+    xp = get_array_module(x)
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
+    n, c = x.shape[:2]
+    cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = x[:, :, _window(i, sh, oh), _window(j, sw, ow)]
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(cols, shape, kernel, stride, out_size):
+    """The adjoint of im2col: sum columns back onto an array of ``shape``.
+
+    x[n, c, s_h*h + i, s_w*w + j] += cols[n, (c, i, j), (h, w)], as kH*kW
+    strided slice additions (overlapping windows add up).
+    """
+    xp = get_array_module(cols)
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
+    n, c = shape[:2]
+    cols = cols.reshape(n, c, kh, kw, oh, ow)
+    x = xp.zeros(shape, dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            x[:, :, _window(i, sh, oh), _window(j, sw, ow)] += cols[:, :, i, j]
+    return x
+
+
+def _pad(x, padding):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _crop(x, padding, size):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x[:, :, ph : ph + size[0], pw : pw + size[1]])
+
+
+def _check_conv(op, x, w, b, stride, padding, weight_layout):
+    check_float_array(x, "x", op, ndim=4)
+    check_float_array(w, "w", op, ndim=4)
+    check_same_dtype(op, x=x, w=w, b=b)
+    if x.shape[1] != w.shape[0 if weight_layout == "in_out" else 1]:
+        layout = "(C_in, C_out, kH, kW)" if weight_layout == "in_out" else "(C_out, C_in, kH, kW)"
+        raise ValueError(
+            f"{op}: x has {x.shape[1]} channels but w of shape {tuple(w.shape)} "
+            f"{layout} expects {w.shape[0 if weight_layout == 'in_out' else 1]}"
+        )
+    out_channels = w.shape[1 if weight_layout == "in_out" else 0]
+    if b is not None:
+        check_float_array(b, "b", op, ndim=1)
+        if b.shape != (out_channels,):
+            raise ValueError(
+                f"{op}: b must have shape ({out_channels},) to match w, got {tuple(b.shape)}"
+            )
+    stride, padding = pair(stride, "stride", op), pair(padding, "padding", op)
+    for s in stride:
+        check_positive(s, "stride", op)
+    if min(padding) < 0:
+        raise ValueError(f"{op}: padding must be >= 0, got {padding}")
+    return stride, padding
+
+
+def _check_grad_shape(op, dy, expected):
+    if tuple(dy.shape) != tuple(expected):
+        raise ValueError(f"{op}: dy must have the output's shape {tuple(expected)}, got "
+                         f"{tuple(dy.shape)}")
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0):
+    """y[n, o] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, s h + i, s w + j] + b[o].
+
+    As a GEMM: Y[n] = W (O, C kH kW) @ im2col(x_pad)[n]. The cache keeps x,
+    not the kH*kW times larger columns; the backward rebuilds them.
+    """
+    op = "conv2d"
+    stride, padding = _check_conv(op, x, w, b, stride, padding, "out_in")
+    xp = get_array_module(x, w, b)
+    n, _, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    out_size = ((h + 2 * padding[0] - kh) // stride[0] + 1,
+                (wd + 2 * padding[1] - kw) // stride[1] + 1)
+    if kh > h + 2 * padding[0] or kw > wd + 2 * padding[1]:
+        raise ValueError(
+            f"{op}: kernel {kh}x{kw} is larger than the padded input "
+            f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}"
+        )
+    cols = im2col(_pad(x, padding), (kh, kw), stride, out_size)
+    y = xp.matmul(w.reshape(o, -1), cols)
+    if b is not None:
+        y += b[:, None]
+    cache = (x, w, b is not None, stride, padding, out_size)
+    return y.reshape(n, o, *out_size), cache
+
+
+def conv2d_backward(dy, cache):
+    """dx = col2im(W^T @ dY), dW = sum_n dY[n] @ cols[n]^T, db = sum_{n,h,w} dy."""
+    x, w, has_bias, stride, padding, out_size = cache
+    xp = get_array_module(dy, x)
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    _check_grad_shape("conv2d_backward", dy, (n, o, *out_size))
+    dy_mat = dy.reshape(n, o, -1)
+    cols = im2col(_pad(x, padding), (kh, kw), stride, out_size)
+    dw = xp.matmul(dy_mat, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    del cols
+    dcols = xp.matmul(w.reshape(o, -1).T, dy_mat)
+    padded_shape = (n, c, h + 2 * padding[0], wd + 2 * padding[1])
+    dx = _crop(col2im(dcols, padded_shape, (kh, kw), stride, out_size), padding, (h, wd))
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dw, db
+
+
+def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
+    """The adjoint of conv2d in its input: y = col2im(W^T @ x) cropped by p, + b.
+
+    y_full[n, o, s h + i, s w + j] += sum_c x[n, c, h, w] w[c, o, i, j];
+    H' = (H - 1) s - 2p + kH.
+    """
+    op = "conv_transpose2d"
+    stride, padding = _check_conv(op, x, w, b, stride, padding, "in_out")
+    xp = get_array_module(x, w, b)
+    n, c, h, wd = x.shape
+    _, o, kh, kw = w.shape
+    full = ((h - 1) * stride[0] + kh, (wd - 1) * stride[1] + kw)
+    out_size = (full[0] - 2 * padding[0], full[1] - 2 * padding[1])
+    if min(out_size) < 1:
+        raise ValueError(
+            f"{op}: padding {padding} leaves no output for input {h}x{wd}, "
+            f"kernel {kh}x{kw}, stride {stride}"
+        )
+    cols = xp.matmul(w.reshape(c, -1).T, x.reshape(n, c, h * wd))
+    y = _crop(col2im(cols, (n, o, *full), (kh, kw), stride, (h, wd)), padding, out_size)
+    if b is not None:
+        y += b[:, None, None]
+    return y, (x, w, b is not None, stride, padding, out_size)
+
+
+def conv_transpose2d_backward(dy, cache):
+    """dx = W (C, O kH kW) @ im2col(dy_pad), dW = sum_n x[n] @ im2col(dy_pad)[n]^T."""
+    x, w, has_bias, stride, padding, out_size = cache
+    xp = get_array_module(dy, x)
+    n, c, h, wd = x.shape
+    _, o, kh, kw = w.shape
+    _check_grad_shape("conv_transpose2d_backward", dy, (n, o, *out_size))
+    cols = im2col(_pad(dy, padding), (kh, kw), stride, (h, wd))
+    x_mat = x.reshape(n, c, h * wd)
+    dw = xp.matmul(x_mat, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    dx = xp.matmul(w.reshape(c, -1), cols).reshape(x.shape)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    return dx, dw, db

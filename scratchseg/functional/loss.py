@@ -1,0 +1,85 @@
+"""Softmax cross-entropy over the class axis, with class weights, weight maps and ignored pixels."""
+
+from scratchseg.backend import get_array_module
+from scratchseg.functional._checks import check_float_array, check_same_dtype
+
+REDUCTIONS = ("mean", "sum")
+
+
+def _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index, reduction):
+    op = "softmax_cross_entropy"
+    check_float_array(logits, "logits", op)
+    if logits.ndim < 2:
+        raise ValueError(f"{op}: logits must be (N, K) or (N, K, H, W), got shape "
+                         f"{tuple(logits.shape)}")
+    if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu":
+        raise TypeError(f"{op}: labels must be an integer array of class indices, got "
+                        f"{getattr(labels, 'dtype', type(labels).__name__)}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(f"{op}: labels must have shape {expected} for logits of shape "
+                         f"{tuple(logits.shape)}, got {tuple(labels.shape)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    num_classes = logits.shape[1]
+    if class_weight is not None:
+        check_float_array(class_weight, "class_weight", op, ndim=1)
+        if class_weight.shape != (num_classes,):
+            raise ValueError(f"{op}: class_weight must have one entry per class "
+                             f"({num_classes},), got {tuple(class_weight.shape)}")
+    if weight_map is not None:
+        check_float_array(weight_map, "weight_map", op)
+        if weight_map.shape != labels.shape:
+            raise ValueError(f"{op}: weight_map must have the labels' shape "
+                             f"{tuple(labels.shape)}, got {tuple(weight_map.shape)}")
+    check_same_dtype(op, logits=logits, class_weight=class_weight, weight_map=weight_map)
+    get_array_module(logits, labels)
+    xp = get_array_module(logits)
+    if not bool(xp.isfinite(logits).all()):
+        raise ValueError(f"{op}: logits contain NaN or infinity")
+    valid = labels != ignore_index if ignore_index is not None else None
+    checked = labels[valid] if valid is not None else labels
+    if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= num_classes):
+        raise ValueError(f"{op}: labels must lie in [0, {num_classes}) (or equal ignore_index), "
+                         f"got values in [{int(checked.min())}, {int(checked.max())}]")
+    return valid
+
+
+def softmax_cross_entropy_forward(logits, labels, class_weight=None, weight_map=None,
+                                  ignore_index=None, reduction="mean"):
+    """loss = sum_i v_i ce_i / sum_i v_i ("mean") or sum_i v_i ce_i ("sum").
+
+    ce_i = -log softmax(z_i)[y_i] = logsumexp(z_i) - z_i[y_i], computed with
+    the max subtracted; v_i = class_weight[y_i] * weight_map_i, 0 where
+    y_i == ignore_index. The cache is softmax(z), the labels and v / norm.
+    """
+    valid = _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index,
+                               reduction)
+    xp = get_array_module(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = xp.exp(shifted)
+    sum_exp = exp.sum(axis=1, keepdims=True)
+    safe_labels = labels if valid is None else xp.where(valid, labels, 0)
+    picked = xp.take_along_axis(shifted, safe_labels[:, None], axis=1)[:, 0]
+    ce = xp.log(sum_exp[:, 0]) - picked
+    weight = xp.ones(labels.shape, dtype=logits.dtype)
+    if class_weight is not None:
+        weight = class_weight[safe_labels]
+    if weight_map is not None:
+        weight = weight * weight_map
+    if valid is not None:
+        weight = weight * valid
+    norm = weight.sum() if reduction == "mean" else logits.dtype.type(1)
+    loss = (weight * ce).sum() / norm
+    probs = exp / sum_exp
+    return loss, (probs, safe_labels, weight / norm)
+
+
+def softmax_cross_entropy_backward(dloss, cache):
+    """dz_i = dloss * (v_i / norm) * (softmax(z_i) - onehot(y_i))."""
+    probs, labels, scaled_weight = cache
+    xp = get_array_module(probs)
+    classes = xp.arange(probs.shape[1]).reshape(1, -1, *([1] * (probs.ndim - 2)))
+    onehot = labels[:, None] == classes
+    scale = (scaled_weight * xp.asarray(dloss, dtype=probs.dtype))[:, None]
+    return (probs - onehot) * scale

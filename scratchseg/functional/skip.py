@@ -1,0 +1,43 @@
+"""The U-Net's crop-and-copy skip: centre-crop the encoder map, concatenate channels."""
+
+from scratchseg.backend import get_array_module
+from scratchseg.functional._checks import check_float_array, check_same_dtype
+
+
+def _crop_offsets(shape, height, width, op):
+    h, w = shape[-2:]
+    if height > h or width > w or height < 1 or width < 1:
+        raise ValueError(f"{op}: cannot crop {h}x{w} to {height}x{width}")
+    return (h - height) // 2, (w - width) // 2
+
+
+def center_crop(x, height, width):
+    """x[..., t:t+height, l:l+width] with t = (H - height) // 2, l = (W - width) // 2 (a view)."""
+    top, left = _crop_offsets(x.shape, height, width, "center_crop")
+    return x[..., top : top + height, left : left + width]
+
+
+def concat_forward(skip, x):
+    """y = [crop(skip) ; x] along channels, crop(skip) centred to x's H x W."""
+    op = "concat"
+    check_float_array(skip, "skip", op, ndim=4)
+    check_float_array(x, "x", op, ndim=4)
+    check_same_dtype(op, skip=skip, x=x)
+    if skip.shape[0] != x.shape[0]:
+        raise ValueError(f"{op}: batch sizes differ: skip {skip.shape[0]}, x {x.shape[0]}")
+    xp = get_array_module(skip, x)
+    offsets = _crop_offsets(skip.shape, x.shape[2], x.shape[3], op)
+    y = xp.concatenate([center_crop(skip, x.shape[2], x.shape[3]), x], axis=1)
+    return y, (skip.shape, offsets)
+
+
+def concat_backward(dy, cache):
+    """dskip = zeros(skip) with dy[:, :C_skip] in the cropped window; dx = dy[:, C_skip:]."""
+    skip_shape, (top, left) = cache
+    xp = get_array_module(dy)
+    c_skip = skip_shape[1]
+    h, w = dy.shape[2:]
+    dskip = xp.zeros(skip_shape, dtype=dy.dtype)
+    dskip[:, :, top : top + h, left : left + w] = dy[:, :c_skip]
+    dx = xp.ascontiguousarray(dy[:, c_skip:])
+    return dskip, dx

@@ -1,0 +1,244 @@
+"""Stateful layers: thin shells that own parameters and gradients and call functional/.
+
+Every layer has ``params`` and ``grads`` (dicts named as in PyTorch),
+``buffers`` for non-trained state, ``forward(x)``, ``backward(dy) -> dx``,
+``train()`` / ``eval()``, ``zero_grad()``, ``to(backend)`` and ``astype(dtype)``.
+Gradients accumulate over backward calls until ``zero_grad()``, so a large
+tile can be split over several forward/backward pairs. A layer keeps the
+cache of its last forward until its backward has used it, then drops it.
+"""
+
+from scratchseg import init
+from scratchseg.backend import get_array_module, to_device
+from scratchseg.functional import (
+    batch_norm2d_backward,
+    batch_norm2d_forward,
+    conv2d_backward,
+    conv2d_forward,
+    conv_transpose2d_backward,
+    conv_transpose2d_forward,
+    dropout_backward,
+    dropout_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    relu_backward,
+    relu_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
+from scratchseg.functional._checks import pair
+
+
+class Layer:
+    """Base class: parameter bookkeeping shared by every layer."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+        self.training = True
+        self._cache = None
+
+    def _init_params(self, backend, **host_arrays):
+        for name, array in host_arrays.items():
+            self.params[name] = to_device(array, backend)
+            self.grads[name] = to_device(init.zeros(array.shape, array.dtype), backend)
+
+    def zero_grad(self):
+        for grad in self.grads.values():
+            grad[...] = 0
+
+    def train(self):
+        self.training = True
+        return self
+
+    def eval(self):
+        self.training = False
+        return self
+
+    def _convert(self, fn):
+        for store in (self.params, self.grads, self.buffers):
+            for name in store:
+                store[name] = fn(store[name])
+        self._cache = None
+        return self
+
+    def to(self, backend):
+        """Move parameters, gradients and buffers to "numpy" or "cupy"."""
+        return self._convert(lambda a: to_device(a, backend))
+
+    def astype(self, dtype):
+        """Cast parameters, gradients and buffers (float64 for gradient checks)."""
+        return self._convert(lambda a: a.astype(dtype))
+
+    def _pop_cache(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called without a forward "
+                               "(or twice for one forward)")
+        cache, self._cache = self._cache, None
+        return cache
+
+    def _accumulate(self, **grads):
+        for name, grad in grads.items():
+            if grad is not None:
+                self.grads[name] += grad
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+
+class Conv2d(Layer):
+    """y = conv2d(x, weight, bias); weight (C_out, C_in, kH, kW), He-normal, bias 0."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 *, rng=0, dtype="float32", backend="numpy"):
+        super().__init__()
+        kh, kw = pair(kernel_size, "kernel_size", "Conv2d")
+        self.stride, self.padding = stride, padding
+        weight = init.he_normal((out_channels, in_channels, kh, kw), in_channels * kh * kw,
+                                rng, dtype)
+        arrays = {"weight": weight}
+        if bias:
+            arrays["bias"] = init.zeros((out_channels,), dtype)
+        self._init_params(backend, **arrays)
+
+    def forward(self, x):
+        y, self._cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                        self.stride, self.padding)
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = conv2d_backward(dy, self._pop_cache())
+        self._accumulate(weight=dw, bias=db)
+        return dx
+
+
+class ConvTranspose2d(Layer):
+    """y = conv_transpose2d(x, weight, bias); weight (C_in, C_out, kH, kW).
+
+    He-normal with fan_in = C_in * ceil(kH / s) * ceil(kW / s), the inputs
+    that feed one output pixel (C_in for the U-Net's 2x2, stride-2 up-convolution).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=2, stride=2, padding=0,
+                 bias=True, *, rng=0, dtype="float32", backend="numpy"):
+        super().__init__()
+        kh, kw = pair(kernel_size, "kernel_size", "ConvTranspose2d")
+        sh, sw = pair(stride, "stride", "ConvTranspose2d")
+        self.stride, self.padding = stride, padding
+        fan_in = in_channels * (-(-kh // sh)) * (-(-kw // sw))
+        weight = init.he_normal((in_channels, out_channels, kh, kw), fan_in, rng, dtype)
+        arrays = {"weight": weight}
+        if bias:
+            arrays["bias"] = init.zeros((out_channels,), dtype)
+        self._init_params(backend, **arrays)
+
+    def forward(self, x):
+        y, self._cache = conv_transpose2d_forward(x, self.params["weight"],
+                                                  self.params.get("bias"), self.stride,
+                                                  self.padding)
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = conv_transpose2d_backward(dy, self._pop_cache())
+        self._accumulate(weight=dw, bias=db)
+        return dx
+
+
+class MaxPool2d(Layer):
+    """y = max_pool2d(x, kernel_size, stride); stride defaults to kernel_size."""
+
+    def __init__(self, kernel_size=2, stride=None):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        y, self._cache = max_pool2d_forward(x, self.kernel_size, self.stride)
+        return y
+
+    def backward(self, dy):
+        return max_pool2d_backward(dy, self._pop_cache())
+
+
+class ReLU(Layer):
+    """y = max(x, 0)."""
+
+    def forward(self, x):
+        y, self._cache = relu_forward(x)
+        return y
+
+    def backward(self, dy):
+        return relu_backward(dy, self._pop_cache())
+
+
+class Dropout(Layer):
+    """Inverted dropout with probability p in training, the identity in eval.
+
+    The masks come from a generator on the input's device, seeded once from
+    ``rng`` (an int or a numpy Generator), so a seed fixes the masks.
+    """
+
+    def __init__(self, p=0.5, *, rng=0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+        self.seed = int(init.as_generator(rng).integers(2**63))
+        self.reset_rng()
+
+    def reset_rng(self):
+        """Restart the mask stream from the seed (the next forward draws the first mask)."""
+        self._device_rng = None  # (array module, generator), made on the next forward
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        if self._device_rng is None or self._device_rng[0] is not xp:
+            self._device_rng = (xp, xp.random.default_rng(self.seed))
+        y, self._cache = dropout_forward(x, self.p, self._device_rng[1], self.training)
+        self._cache = (self._cache,)
+        return y
+
+    def backward(self, dy):
+        (cache,) = self._pop_cache()
+        return dropout_backward(dy, cache)
+
+
+class BatchNorm2d(Layer):
+    """Per-channel batch normalisation with running statistics (PyTorch's semantics)."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, *, dtype="float32",
+                 backend="numpy"):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self._init_params(backend, weight=init.ones((num_features,), dtype),
+                          bias=init.zeros((num_features,), dtype))
+        self.buffers["running_mean"] = to_device(init.zeros((num_features,), dtype), backend)
+        self.buffers["running_var"] = to_device(init.ones((num_features,), dtype), backend)
+
+    def forward(self, x):
+        y, self._cache = batch_norm2d_forward(
+            x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
+            self.buffers["running_var"], self.training, self.momentum, self.eps)
+        return y
+
+    def backward(self, dy):
+        dx, dgamma, dbeta = batch_norm2d_backward(dy, self._pop_cache())
+        self._accumulate(weight=dgamma, bias=dbeta)
+        return dx
+
+
+class SoftmaxCrossEntropy(Layer):
+    """loss = softmax_cross_entropy(logits, labels, ...); ``backward(1.0)`` gives dlogits."""
+
+    def __init__(self, class_weight=None, ignore_index=None, reduction="mean"):
+        super().__init__()
+        self.class_weight, self.ignore_index, self.reduction = (class_weight, ignore_index,
+                                                                reduction)
+
+    def forward(self, logits, labels, weight_map=None):
+        loss, self._cache = softmax_cross_entropy_forward(
+            logits, labels, self.class_weight, weight_map, self.ignore_index, self.reduction)
+        return loss
+
+    def backward(self, dloss=1.0):
+        return softmax_cross_entropy_backward(dloss, self._pop_cache())

@@ -1,0 +1,125 @@
+"""The catalogue behind ``scratchseg gradcheck``: every op and layer on small float64 inputs.
+
+Each case yields one row per gradient it returns (op, gradient, worst
+absolute error, worst relative error, pass or fail).
+"""
+
+import numpy
+
+from scratchseg import functional as F
+from scratchseg import layers
+from scratchseg.backend import to_device
+from scratchseg.gradcheck import GradientCheckError, check_gradients, layer_functions
+
+
+def _distinct(rng, shape):
+    """Distinct values 0.1 apart, none 0: no max-pool ties, no ReLU kink under eps."""
+    return rng.permutation(numpy.prod(shape)).reshape(shape) * 0.1 - 1.05
+
+
+def _op_cases(rng):
+    x = rng.standard_normal((2, 3, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    wt = rng.standard_normal((3, 4, 2, 2))
+    b = rng.standard_normal(4)
+    logits = rng.standard_normal((2, 3, 4, 5))
+    labels = rng.integers(0, 3, (2, 4, 5))
+    labels[0, 0, :2] = -1
+    class_weight = numpy.array([0.5, 2.0, 1.0])
+    weight_map = rng.uniform(0.5, 3.0, (2, 4, 5))
+    gamma, beta = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
+
+    def loss_forward(z, **kw):
+        return F.softmax_cross_entropy_forward(z, labels, to_device(class_weight, _backend(z)),
+                                               to_device(weight_map, _backend(z)), -1, **kw)
+
+    return [
+        ("conv2d", lambda a, k, c: F.conv2d_forward(a, k, c, stride=1, padding=1),
+         F.conv2d_backward, (x, w, b), ("dx", "dw", "db")),
+        ("conv2d stride 2", lambda a, k, c: F.conv2d_forward(a, k, c, stride=2, padding=0),
+         F.conv2d_backward, (x, w, b), ("dx", "dw", "db")),
+        ("conv_transpose2d", lambda a, k, c: F.conv_transpose2d_forward(a, k, c, stride=2),
+         F.conv_transpose2d_backward, (x, wt, b), ("dx", "dw", "db")),
+        ("conv_transpose2d k3 s2 p1",
+         lambda a, k: F.conv_transpose2d_forward(a, k, None, stride=2, padding=1),
+         lambda dy, c: F.conv_transpose2d_backward(dy, c)[:2],
+         (x, rng.standard_normal((3, 2, 3, 3))), ("dx", "dw")),
+        ("max_pool2d", F.max_pool2d_forward, F.max_pool2d_backward,
+         (_distinct(rng, (2, 3, 6, 6)),), ("dx",)),
+        ("max_pool2d k3 s2", lambda a: F.max_pool2d_forward(a, 3, 2), F.max_pool2d_backward,
+         (_distinct(rng, (1, 2, 7, 7)),), ("dx",)),
+        ("relu", F.relu_forward, F.relu_backward, (_distinct(rng, (2, 3, 4, 4)),),
+         ("dx",)),
+        ("concat", F.concat_forward, F.concat_backward,
+         (rng.standard_normal((2, 2, 8, 8)), rng.standard_normal((2, 3, 4, 4))),
+         ("dskip", "dx")),
+        ("dropout", lambda a: F.dropout_forward(a, 0.3, numpy.random.default_rng(1)),
+         F.dropout_backward, (x,), ("dx",)),
+        ("batch_norm2d",
+         lambda a, g, c: F.batch_norm2d_forward(a, g, c, numpy.zeros(3), numpy.ones(3)),
+         F.batch_norm2d_backward, (x, gamma, beta), ("dx", "dgamma", "dbeta")),
+        ("batch_norm2d eval",
+         lambda a, g, c: F.batch_norm2d_forward(a, g, c, numpy.full(3, 0.2),
+                                                numpy.full(3, 1.5), training=False),
+         F.batch_norm2d_backward, (x, gamma, beta), ("dx", "dgamma", "dbeta")),
+        ("softmax_cross_entropy mean", loss_forward, F.softmax_cross_entropy_backward,
+         (logits,), ("dlogits",)),
+        ("softmax_cross_entropy sum", lambda z: loss_forward(z, reduction="sum"),
+         F.softmax_cross_entropy_backward, (logits,), ("dlogits",)),
+    ]
+
+
+def _backend(array):
+    return "cupy" if type(array).__module__.startswith("cupy") else "numpy"
+
+
+def _layer_cases(rng):
+    x = rng.standard_normal((2, 3, 6, 6))
+    cases = [
+        ("Conv2d", layers.Conv2d(3, 4, 3, padding=1, rng=1)),
+        ("ConvTranspose2d", layers.ConvTranspose2d(3, 2, rng=2)),
+        ("BatchNorm2d", layers.BatchNorm2d(3)),
+        ("MaxPool2d", layers.MaxPool2d(2)),
+        ("ReLU", layers.ReLU()),
+        ("Dropout", layers.Dropout(0.25, rng=3)),
+    ]
+    for name, layer in cases:
+        inputs = _distinct(rng, x.shape) if name in ("MaxPool2d", "ReLU") else x
+        yield name, layer, inputs
+
+
+def run_checks(backend="numpy", seed=0):
+    """Run every case on ``backend``; return rows (op, gradient, abs, rel, passed, message)."""
+    rng = numpy.random.default_rng(seed)
+    rows = []
+    for op, forward, backward, inputs, grad_names in _op_cases(rng):
+        device_inputs = [to_device(a, backend) for a in inputs]
+        rows += _rows(op, grad_names, forward, backward, device_inputs)
+    for name, layer, x in _layer_cases(rng):
+        layer.to(backend)
+        if isinstance(layer, layers.Dropout):
+            forward, backward, params, names = _reseeded_dropout(layer)
+        else:
+            forward, backward, params, names = layer_functions(layer)
+        rows += _rows(name, ["dx"] + [f"d{n}" for n in names], forward, backward,
+                      [to_device(x, backend), *params])
+    return rows
+
+
+def _reseeded_dropout(layer):
+    """Dropout draws a new mask per call; a check needs the same mask in every forward."""
+    forward, backward, params, names = layer_functions(layer)
+
+    def fixed_forward(*inputs):
+        layer.reset_rng()
+        return forward(*inputs)
+
+    return fixed_forward, backward, params, names
+
+
+def _rows(op, grad_names, forward, backward, inputs):
+    try:
+        report = check_gradients(forward, backward, inputs, names=grad_names)
+    except GradientCheckError as error:
+        return [(op, "", float("nan"), float("nan"), False, str(error))]
+    return [(op, name, a, r, True, "") for name, a, r in report.rows()]
