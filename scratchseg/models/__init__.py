@@ -1,0 +1,5 @@
+"""Models composed from scratchseg's layers."""
+
+from scratchseg.models.unet import UNet
+
+__all__ = ["UNet"]

@@ -1,0 +1,258 @@
+"""The U-Net of Ronneberger, Fischer and Brox (MICCAI 2015, arXiv 1505.04597).
+
+Contracting path: ``depth`` levels of [conv3x3 -> ReLU] x 2 followed by a 2x2
+max-pool, the channels doubling per level from ``base_channels``; a bottleneck
+block at the bottom (dropout after it, "at the end of the contracting path").
+Expanding path: per level a 2x2 stride-2 up-convolution that halves the
+channels, the crop-and-copy of the encoder map at that level, and
+[conv3x3 -> ReLU] x 2. A final 1x1 convolution maps to class logits.
+
+With the defaults (valid convolutions, depth 4, base 64) this is the paper's
+network: 572x572 in, 388x388 out, 31,030,658 parameters for 1 -> 2 classes.
+``padding="same"`` pads the 3x3 convolutions so the output keeps the input size.
+"""
+
+from scratchseg import init
+from scratchseg.backend import check_backend, to_device, to_numpy
+from scratchseg.functional import concat_backward, concat_forward
+from scratchseg.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, MaxPool2d, ReLU
+
+PADDINGS = ("valid", "same")
+
+
+class ConvBlock:
+    """[conv3x3 -> (batch norm) -> ReLU] x 2, run forward in order and backward in reverse."""
+
+    def __init__(self, in_channels, out_channels, padding, batch_norm, rng, dtype, backend):
+        pad = 1 if padding == "same" else 0
+        self.layers = []
+        for k, c_in in enumerate((in_channels, out_channels), start=1):
+            conv = Conv2d(c_in, out_channels, 3, padding=pad, bias=not batch_norm, rng=rng,
+                          dtype=dtype, backend=backend)
+            self.layers.append((f"conv{k}", conv))
+            if batch_norm:
+                self.layers.append((f"bn{k}", BatchNorm2d(out_channels, dtype=dtype,
+                                                          backend=backend)))
+            self.layers.append((f"relu{k}", ReLU()))
+
+    def forward(self, x):
+        for _, layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for _, layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+
+class UNet:
+    """The U-Net; see the module docstring. Weights are drawn on the host from ``seed``."""
+
+    def __init__(self, in_channels=1, num_classes=2, base_channels=64, depth=4,
+                 padding="valid", batch_norm=False, dropout=0.0, seed=0, *,
+                 dtype="float32", backend="numpy"):
+        if padding not in PADDINGS:
+            raise ValueError(f"UNet: padding must be one of {PADDINGS}, got {padding!r}")
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
+                            ("base_channels", base_channels), ("depth", depth)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"UNet: {name} must be a positive int, got {value!r}")
+        self.config = dict(in_channels=in_channels, num_classes=num_classes,
+                           base_channels=base_channels, depth=depth, padding=padding,
+                           batch_norm=batch_norm, dropout=dropout)
+        self.device = check_backend(backend)
+        rng = init.as_generator(seed)
+        widths = [base_channels * 2**level for level in range(depth + 1)]
+        block_args = (padding, batch_norm, rng, dtype, backend)
+
+        self.encoder = [ConvBlock(c_in, c_out, *block_args)
+                        for c_in, c_out in zip([in_channels] + widths[:-2], widths[:-1])]
+        self.pools = [MaxPool2d(2) for _ in range(depth)]
+        self.bottleneck = ConvBlock(widths[-2], widths[-1], *block_args)
+        self.dropout = Dropout(dropout, rng=rng) if dropout > 0 else None
+        decoder_widths = widths[-2::-1]  # deepest level first, in forward order
+        self.ups = [ConvTranspose2d(2 * c, c, 2, 2, rng=rng, dtype=dtype, backend=backend)
+                    for c in decoder_widths]
+        self.decoder = [ConvBlock(2 * c, c, *block_args) for c in decoder_widths]
+        self.head = Conv2d(base_channels, num_classes, 1, rng=rng, dtype=dtype, backend=backend)
+        self._concat_caches = []
+
+    # -- structure -----------------------------------------------------------------------
+
+    def named_layers(self):
+        """(name, layer) for every parameterised or stateful layer, in forward order."""
+        for i, block in enumerate(self.encoder):
+            for name, layer in block.layers:
+                yield f"encoder.{i}.{name}", layer
+        for name, layer in self.bottleneck.layers:
+            yield f"bottleneck.{name}", layer
+        if self.dropout is not None:
+            yield "dropout", self.dropout
+        for i, (up, block) in enumerate(zip(self.ups, self.decoder)):
+            yield f"decoder.{i}.up", up
+            for name, layer in block.layers:
+                yield f"decoder.{i}.{name}", layer
+        yield "head", self.head
+
+    def parameters(self):
+        return [(f"{prefix}.{name}", array) for prefix, layer in self.named_layers()
+                for name, array in layer.params.items()]
+
+    def gradients(self):
+        return [(f"{prefix}.{name}", array) for prefix, layer in self.named_layers()
+                for name, array in layer.grads.items()]
+
+    def buffers(self):
+        return [(f"{prefix}.{name}", array) for prefix, layer in self.named_layers()
+                for name, array in layer.buffers.items()]
+
+    def num_parameters(self):
+        return sum(int(array.size) for _, array in self.parameters())
+
+    # -- forward and backward -------------------------------------------------------------
+
+    def forward(self, x):
+        """logits = head(decoder(bottleneck(encoder(x)))), skips cropped and concatenated."""
+        self.check_input(x)
+        skips = []
+        for block, pool in zip(self.encoder, self.pools):
+            x = block.forward(x)
+            skips.append(x)
+            x = pool.forward(x)
+        x = self.bottleneck.forward(x)
+        if self.dropout is not None:
+            x = self.dropout.forward(x)
+        self._concat_caches = []
+        for up, block, skip in zip(self.ups, self.decoder, reversed(skips)):
+            x, cache = concat_forward(skip, up.forward(x))
+            self._concat_caches.append(cache)
+            x = block.forward(x)
+        return self.head.forward(x)
+
+    def backward(self, dlogits):
+        """dx: the decoder in reverse, each skip's gradient set aside, then the encoder
+        in reverse with the skip gradient added to the gradient arriving from below.
+        Parameter gradients accumulate into ``gradients()``.
+        """
+        if not self._concat_caches:
+            raise RuntimeError("UNet.backward called without a forward")
+        dx = self.head.backward(dlogits)
+        skip_grads = []
+        for up, block, cache in zip(reversed(self.ups), reversed(self.decoder),
+                                    reversed(self._concat_caches)):
+            dskip, dx = concat_backward(block.backward(dx), cache)
+            skip_grads.append(dskip)
+            dx = up.backward(dx)
+        self._concat_caches = []
+        if self.dropout is not None:
+            dx = self.dropout.backward(dx)
+        dx = self.bottleneck.backward(dx)
+        # skip_grads runs shallow -> deep (the decoder was walked top-down); the
+        # encoder is walked bottom-up, so pair it with the reversed list.
+        for block, pool, dskip in zip(reversed(self.encoder), reversed(self.pools),
+                                      reversed(skip_grads)):
+            dx = pool.backward(dx)
+            dx += dskip
+            dx = block.backward(dx)
+        return dx
+
+    # -- sizes ----------------------------------------------------------------------------
+
+    def output_size(self, input_size):
+        """The output edge for an input edge; ValueError naming the nearest valid sizes."""
+        size = self._trace_size(input_size)
+        if size is None:
+            lower, upper = self._nearest_valid(input_size)
+            raise ValueError(
+                f"UNet ({self.config['padding']}, depth {self.config['depth']}) cannot take "
+                f"input size {input_size}; nearest valid sizes: "
+                + (f"{lower} and {upper}" if lower else f"{upper}")
+            )
+        return size
+
+    def valid_input_size(self, min_size):
+        """The smallest input edge >= min_size the network can take."""
+        size = max(int(min_size), 1)
+        while self._trace_size(size) is None:
+            size += 1
+        return size
+
+    def _trace_size(self, n):
+        """Follow an edge length through the network; None where it breaks."""
+        if not isinstance(n, int) or n < 1:
+            return None
+        shrink = 4 if self.config["padding"] == "valid" else 0
+        for _ in range(self.config["depth"]):
+            n -= shrink
+            if n < 2 or n % 2:
+                return None
+            n //= 2
+        n -= shrink
+        if n < 1:
+            return None
+        for _ in range(self.config["depth"]):
+            n = 2 * n - shrink
+            if n < 1:
+                return None
+        return n
+
+    def _nearest_valid(self, n):
+        lower = next((m for m in range(n - 1, 0, -1) if self._trace_size(m)), None)
+        return lower, self.valid_input_size(n + 1)
+
+    def check_input(self, x):
+        c = self.config["in_channels"]
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(f"UNet: input must have shape (N, {c}, H, W), got "
+                             f"{tuple(x.shape)}")
+        for edge in x.shape[2:]:
+            self.output_size(int(edge))
+
+    # -- state ----------------------------------------------------------------------------
+
+    def zero_grad(self):
+        for _, layer in self.named_layers():
+            layer.zero_grad()
+
+    def train(self):
+        for _, layer in self.named_layers():
+            layer.train()
+        return self
+
+    def eval(self):
+        for _, layer in self.named_layers():
+            layer.eval()
+        return self
+
+    def to(self, backend):
+        """Move every parameter, gradient and buffer to "numpy" or "cupy"."""
+        self.device = check_backend(backend)
+        for _, layer in self.named_layers():
+            layer.to(backend)
+        return self
+
+    def astype(self, dtype):
+        for _, layer in self.named_layers():
+            layer.astype(dtype)
+        return self
+
+    def state_dict(self):
+        """name -> host array for parameters and buffers (PyTorch's names and layouts)."""
+        return {name: to_numpy(a).copy() for name, a in self.parameters() + self.buffers()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the model in place; keys and shapes must match exactly."""
+        own = dict(self.parameters() + self.buffers())
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"UNet.load_state_dict: missing {missing[:5]}, unexpected "
+                             f"{unexpected[:5]} (is the checkpoint from another config?)")
+        for name, target in own.items():
+            if tuple(state[name].shape) != tuple(target.shape):
+                raise ValueError(f"UNet.load_state_dict: {name} has shape "
+                                 f"{tuple(state[name].shape)}, model expects "
+                                 f"{tuple(target.shape)}")
+        for name, target in own.items():
+            target[...] = to_device(state[name], self.device)
+        return self
