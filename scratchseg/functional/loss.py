@@ -6,6 +6,10 @@ from scratchseg.functional._checks import check_float_array, check_same_dtype
 REDUCTIONS = ("mean", "sum")
 
 
+class NonFiniteError(ValueError):
+    """The logits hold NaN or infinity (a diverged network, usually)."""
+
+
 def _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index, reduction):
     op = "softmax_cross_entropy"
     check_float_array(logits, "logits", op)
@@ -36,7 +40,7 @@ def _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index, r
     get_array_module(logits, labels)
     xp = get_array_module(logits)
     if not bool(xp.isfinite(logits).all()):
-        raise ValueError(f"{op}: logits contain NaN or infinity")
+        raise NonFiniteError(f"{op}: logits contain NaN or infinity")
     valid = labels != ignore_index if ignore_index is not None else None
     checked = labels[valid] if valid is not None else labels
     if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= num_classes):
