@@ -28,36 +28,51 @@ def _window(start, stride, count):
 
 
 def im2col(x, kernel, stride, out_size):
-    """(N, C, H, W) -> columns (N, C*kH*kW, H'*W').
+    """(N, C, H, W) -> columns (C*kH*kW, N*H'*W').
 
-    cols[n, (c, i, j), (h, w)] = x[n, c, s_h*h + i, s_w*w + j]; one strided
-    slice copy per kernel offset (i, j), never a loop over pixels.
+    cols[(c, i, j), (n, h, w)] = x[n, c, s_h*h + i, s_w*w + j]; one strided
+    slice copy per kernel offset (i, j), never a loop over pixels. Putting
+    the batch inside the column index makes every convolution one 2-D GEMM
+    (batched small GEMMs and transposed batched views are far slower in BLAS).
     """
     xp = get_array_module(x)
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
     n, c = x.shape[:2]
-    cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    x_cn = x.transpose(1, 0, 2, 3)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, i, j] = x[:, :, _window(i, sh, oh), _window(j, sw, ow)]
-    return cols.reshape(n, c * kh * kw, oh * ow)
+            cols[:, i, j] = x_cn[:, :, _window(i, sh, oh), _window(j, sw, ow)]
+    return cols.reshape(c * kh * kw, n * oh * ow)
 
 
 def col2im(cols, shape, kernel, stride, out_size):
-    """The adjoint of im2col: sum columns back onto an array of ``shape``.
+    """The adjoint of im2col: sum columns (C*kH*kW, N*H'*W') back onto an NCHW array.
 
-    x[n, c, s_h*h + i, s_w*w + j] += cols[n, (c, i, j), (h, w)], as kH*kW
+    x[n, c, s_h*h + i, s_w*w + j] += cols[(c, i, j), (n, h, w)], as kH*kW
     strided slice additions (overlapping windows add up).
     """
     xp = get_array_module(cols)
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
     n, c = shape[:2]
-    cols = cols.reshape(n, c, kh, kw, oh, ow)
+    cols = cols.reshape(c, kh, kw, n, oh, ow)
     x = xp.zeros(shape, dtype=cols.dtype)
+    x_cn = x.transpose(1, 0, 2, 3)
     for i in range(kh):
         for j in range(kw):
-            x[:, :, _window(i, sh, oh), _window(j, sw, ow)] += cols[:, :, i, j]
+            x_cn[:, :, _window(i, sh, oh), _window(j, sw, ow)] += cols[:, i, j]
     return x
+
+
+def _to_channel_major(a):
+    """(N, C, H, W) -> (C, N*H*W): the GEMM operand layout of im2col's columns."""
+    return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
+
+
+def _from_channel_major(a, n, size):
+    """(C, N*H*W) -> contiguous (N, C, H, W)."""
+    xp = get_array_module(a)
+    return xp.ascontiguousarray(a.reshape(a.shape[0], n, *size).transpose(1, 0, 2, 3))
 
 
 def _pad(x, padding):
@@ -110,12 +125,11 @@ def _check_grad_shape(op, dy, expected):
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """y[n, o] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, s h + i, s w + j] + b[o].
 
-    As a GEMM: Y[n] = W (O, C kH kW) @ im2col(x_pad)[n]. The cache keeps x,
+    As a GEMM: Y = W (O, C kH kW) @ im2col(x_pad) (C kH kW, N H' W'). The cache keeps x,
     not the kH*kW times larger columns; the backward rebuilds them.
     """
     op = "conv2d"
     stride, padding = _check_conv(op, x, w, b, stride, padding, "out_in")
-    xp = get_array_module(x, w, b)
     n, _, h, wd = x.shape
     o, _, kh, kw = w.shape
     out_size = ((h + 2 * padding[0] - kh) // stride[0] + 1,
@@ -126,25 +140,26 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}"
         )
     cols = im2col(_pad(x, padding), (kh, kw), stride, out_size)
-    y = xp.matmul(w.reshape(o, -1), cols)
+    y = w.reshape(o, -1) @ cols
+    del cols
     if b is not None:
         y += b[:, None]
     cache = (x, w, b is not None, stride, padding, out_size)
-    return y.reshape(n, o, *out_size), cache
+    return _from_channel_major(y, n, out_size), cache
 
 
 def conv2d_backward(dy, cache):
-    """dx = col2im(W^T @ dY), dW = sum_n dY[n] @ cols[n]^T, db = sum_{n,h,w} dy."""
+    """dx = col2im(W^T @ dY), dW = dY @ cols^T, db = sum_{n,h,w} dy (dY: (O, N H' W'))."""
     x, w, has_bias, stride, padding, out_size = cache
-    xp = get_array_module(dy, x)
+    get_array_module(dy, x)  # raises on mixed NumPy/CuPy
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     _check_grad_shape("conv2d_backward", dy, (n, o, *out_size))
-    dy_mat = dy.reshape(n, o, -1)
+    dy_mat = _to_channel_major(dy)
     cols = im2col(_pad(x, padding), (kh, kw), stride, out_size)
-    dw = xp.matmul(dy_mat, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+    dw = (dy_mat @ cols.T).reshape(w.shape)
     del cols
-    dcols = xp.matmul(w.reshape(o, -1).T, dy_mat)
+    dcols = w.reshape(o, -1).T @ dy_mat
     padded_shape = (n, c, h + 2 * padding[0], wd + 2 * padding[1])
     dx = _crop(col2im(dcols, padded_shape, (kh, kw), stride, out_size), padding, (h, wd))
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
@@ -159,7 +174,6 @@ def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
     """
     op = "conv_transpose2d"
     stride, padding = _check_conv(op, x, w, b, stride, padding, "in_out")
-    xp = get_array_module(x, w, b)
     n, c, h, wd = x.shape
     _, o, kh, kw = w.shape
     full = ((h - 1) * stride[0] + kh, (wd - 1) * stride[1] + kw)
@@ -169,7 +183,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
             f"{op}: padding {padding} leaves no output for input {h}x{wd}, "
             f"kernel {kh}x{kw}, stride {stride}"
         )
-    cols = xp.matmul(w.reshape(c, -1).T, x.reshape(n, c, h * wd))
+    cols = w.reshape(c, -1).T @ _to_channel_major(x)
     y = _crop(col2im(cols, (n, o, *full), (kh, kw), stride, (h, wd)), padding, out_size)
     if b is not None:
         y += b[:, None, None]
@@ -177,15 +191,14 @@ def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
 
 
 def conv_transpose2d_backward(dy, cache):
-    """dx = W (C, O kH kW) @ im2col(dy_pad), dW = sum_n x[n] @ im2col(dy_pad)[n]^T."""
+    """dx = W (C, O kH kW) @ im2col(dy_pad), dW = X @ im2col(dy_pad)^T (X: (C, N H W))."""
     x, w, has_bias, stride, padding, out_size = cache
-    xp = get_array_module(dy, x)
+    get_array_module(dy, x)  # raises on mixed NumPy/CuPy
     n, c, h, wd = x.shape
     _, o, kh, kw = w.shape
     _check_grad_shape("conv_transpose2d_backward", dy, (n, o, *out_size))
     cols = im2col(_pad(dy, padding), (kh, kw), stride, (h, wd))
-    x_mat = x.reshape(n, c, h * wd)
-    dw = xp.matmul(x_mat, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-    dx = xp.matmul(w.reshape(c, -1), cols).reshape(x.shape)
+    dw = (_to_channel_major(x) @ cols.T).reshape(w.shape)
+    dx = _from_channel_major(w.reshape(c, -1) @ cols, n, (h, wd))
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
