@@ -72,6 +72,9 @@ def check_backend(name):
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     if name == "cupy" and _cupy() is None:
         raise ValueError(_INSTALL_HINT)
+    if name == "cupy" and not cupy_available():
+        raise ValueError("CuPy is installed but cannot run: it sees no CUDA device (or no "
+                         "driver that matches its CUDA version); use backend 'numpy'")
     return name
 
 

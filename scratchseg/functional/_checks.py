@@ -35,7 +35,13 @@ _RANK_NAMES = {1: "C", 2: "N, K", 3: "N, H, W", 4: "N, C, H, W"}
 def check_same_dtype(op, **arrays):
     """Require every given (non-None) array to share one dtype and one device."""
     present = {k: v for k, v in arrays.items() if v is not None}
-    get_array_module(*present.values())
+    for k, v in present.items():
+        if not hasattr(v, "dtype"):
+            raise TypeError(f"{op}: {k} must be a NumPy or CuPy array, got {type(v).__name__}")
+    try:
+        get_array_module(*present.values())
+    except TypeError as error:
+        raise TypeError(f"{op}: {error}") from None
     dtypes = {str(v.dtype) for v in present.values()}
     if len(dtypes) > 1:
         found = ", ".join(f"{k}={v.dtype}" for k, v in present.items())

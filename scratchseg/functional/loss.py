@@ -37,7 +37,10 @@ def _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index, r
             raise ValueError(f"{op}: weight_map must have the labels' shape "
                              f"{tuple(labels.shape)}, got {tuple(weight_map.shape)}")
     check_same_dtype(op, logits=logits, class_weight=class_weight, weight_map=weight_map)
-    get_array_module(logits, labels)
+    try:
+        get_array_module(logits, labels)
+    except TypeError as error:
+        raise TypeError(f"{op}: {error}") from None
     xp = get_array_module(logits)
     if not bool(xp.isfinite(logits).all()):
         raise NonFiniteError(f"{op}: logits contain NaN or infinity")
