@@ -1,7 +1,9 @@
-"""The ``scratchseg`` command."""
+"""The ``scratchseg`` command: gradcheck, train, predict, evaluate, summary."""
 
 import argparse
+import json
 import sys
+from dataclasses import fields
 
 from scratchseg.backend import BACKENDS
 
@@ -21,14 +23,141 @@ def _gradcheck(args):
     return 1 if failures else 0
 
 
+# train options: (flag, TrainOptions field, type or action, help)
+_TRAIN_FLAGS = [
+    ("--data", "data", str, "'synthetic' (built in) or a folder with images/ and masks/"),
+    ("--epochs", "epochs", int, "epochs to train (on resume: the new total)"),
+    ("--batch-size", "batch_size", int, "tiles per SGD step"),
+    ("--lr", "lr", float, "base learning rate"),
+    ("--momentum", "momentum", float, "SGD momentum (the paper used 0.99)"),
+    ("--weight-decay", "weight_decay", float, "L2 weight decay"),
+    ("--schedule", "schedule", str, "learning-rate schedule: constant, step or cosine"),
+    ("--warmup-steps", "warmup_steps", int, "linear warm-up steps"),
+    ("--base-channels", "base_channels", int, "channels of the first level"),
+    ("--depth", "depth", int, "number of 2x2 poolings"),
+    ("--padding", "padding", str, "valid (the paper's) or same"),
+    ("--batch-norm", "batch_norm", argparse.BooleanOptionalAction, "batch norm after convs"),
+    ("--dropout", "dropout", float, "dropout at the end of the contracting path"),
+    ("--tile", "tile", int, "output edge of a training tile"),
+    ("--val-fraction", "val_fraction", float, "fraction of images held out for validation"),
+    ("--weight-map", "weight_map", argparse.BooleanOptionalAction,
+     "weight pixels by the paper's border weight map (Eq. 2)"),
+    ("--augment", "augment", argparse.BooleanOptionalAction,
+     "flips, rotations, elastic deformation, intensity jitter"),
+    ("--seed", "seed", int, "seed of weights, split, tiles and augmentation"),
+    ("--backend", "backend", str, "numpy or cupy"),
+    ("--num-samples", "num_samples", int, "images in the synthetic dataset"),
+    ("--image-size", "image_size", int, "edge of the synthetic images"),
+]
+
+
+def _train(args):
+    from scratchseg.train import Trainer, TrainOptions, resume_options
+
+    given = {name: getattr(args, name) for _, name, _, _ in _TRAIN_FLAGS
+             if getattr(args, name) is not None}
+    if args.resume:
+        options = resume_options(args.resume, **given)
+        out = args.out or args.resume
+        trainer = Trainer(options, out, resume=True, progress=not args.quiet)
+    else:
+        if not args.out:
+            raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
+        defaults = {f.name: f.default for f in fields(TrainOptions)}
+        options = TrainOptions(**{**defaults, **given})
+        trainer = Trainer(options, args.out, progress=not args.quiet)
+    history = trainer.run()
+    if history and history[-1]["val_miou"] is not None:
+        last = history[-1]
+        print(f"done: val mIoU {last['val_miou']:.4f}, val pixel accuracy "
+              f"{last['val_pixel_acc']:.4f}; wrote {trainer.out_dir}")
+    return 0
+
+
+def _predict(args):
+    from scratchseg.inference import predict_files
+
+    for path in predict_files(args.model, args.images, args.out, overlay_images=args.overlay,
+                              tile=args.tile, backend=args.backend):
+        print(path)
+    return 0
+
+
+def _evaluate(args):
+    from scratchseg.inference import evaluate_folder
+
+    result = evaluate_folder(args.model, args.data, tile=args.tile, backend=args.backend)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'class':>5} {'value':>6} {'IoU':>8} {'Dice':>8}")
+    for row in result["per_class"]:
+        print(f"{row['class']:>5} {row['value']:>6} {row['iou']:>8.4f} {row['dice']:>8.4f}")
+    print(f"\nimages {result['images']}  pixel accuracy {result['pixel_accuracy']:.4f}  "
+          f"mean IoU {result['mean_iou']:.4f}  mean Dice {result['mean_dice']:.4f}")
+    return 0
+
+
+def _summary(args):
+    from scratchseg.models import UNet
+    from scratchseg.models.summary import format_summary, unet_summary
+
+    model = UNet(args.in_channels, args.num_classes, args.base_channels, args.depth,
+                 args.padding, args.batch_norm, args.dropout)
+    size = args.input_size or model.valid_input_size(572 if args.padding == "valid" else 256)
+    print(f"U-Net {model.config}, input {size}x{size} -> output "
+          f"{model.output_size(size)}x{model.output_size(size)}, batch {args.batch_size}")
+    print(format_summary(unet_summary(model, size, args.batch_size)))
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="scratchseg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
     check = commands.add_parser(
         "gradcheck", help="check every op's and layer's gradients against central differences")
     check.add_argument("--backend", choices=BACKENDS, default="numpy")
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(run=_gradcheck)
+
+    train = commands.add_parser("train", help="train a U-Net")
+    train.add_argument("--out", help="run directory (model, checkpoint, metrics, pictures)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    for flag, name, kind, text in _TRAIN_FLAGS:
+        if kind is argparse.BooleanOptionalAction:
+            train.add_argument(flag, dest=name, action=kind, default=None, help=text)
+        else:
+            train.add_argument(flag, dest=name, type=kind, default=None, help=text)
+    train.set_defaults(run=_train)
+
+    predict = commands.add_parser("predict", help="write predicted masks for images")
+    predict.add_argument("--model", required=True, help="a model.safetensors from training")
+    predict.add_argument("--out", required=True, help="folder for <stem>.png masks")
+    predict.add_argument("--overlay", action="store_true", help="also write coloured overlays")
+    predict.add_argument("images", nargs="+", help="PNG or TIFF images")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True, help="folder with images/ and masks/")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    for sub, run in ((predict, _predict), (evaluate, _evaluate)):
+        sub.add_argument("--tile", type=int, default=None, help="output tile edge")
+        sub.add_argument("--backend", choices=BACKENDS, default="numpy")
+        sub.set_defaults(run=run)
+
+    summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory")
+    summary.add_argument("--in-channels", type=int, default=1)
+    summary.add_argument("--num-classes", type=int, default=2)
+    summary.add_argument("--base-channels", type=int, default=64)
+    summary.add_argument("--depth", type=int, default=4)
+    summary.add_argument("--padding", choices=("valid", "same"), default="valid")
+    summary.add_argument("--batch-norm", action="store_true")
+    summary.add_argument("--dropout", type=float, default=0.0)
+    summary.add_argument("--input-size", type=int, default=None)
+    summary.add_argument("--batch-size", type=int, default=1)
+    summary.set_defaults(run=_summary)
     return parser
 
 
@@ -36,9 +165,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"scratchseg {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"scratchseg {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

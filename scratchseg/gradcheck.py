@@ -116,7 +116,7 @@ def _compare(name, analytic, numeric, atol, rtol, mode, report):
     abs_error = numpy.abs(analytic - numeric)
     rel_error = abs_error / numpy.maximum(numpy.abs(numeric), atol)
     excess = abs_error - (atol + rtol * numpy.abs(numeric))
-    worst = numpy.unravel_index(int(numpy.argmax(excess)), excess.shape)
+    worst = numpy.unravel_index(int(numpy.argmax(excess)), excess.shape) if excess.size else ()
     if excess.size and excess[worst] > 0:
         where = "a random direction"
         if mode == "full":
