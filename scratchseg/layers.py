@@ -204,12 +204,17 @@ class Dropout(Layer):
 
 
 class BatchNorm2d(Layer):
-    """Per-channel batch normalisation with running statistics (PyTorch's semantics)."""
+    """Per-channel batch normalisation with running statistics (PyTorch's semantics).
+
+    ``reduce``, when set, sums the batch statistics across processes
+    (synchronised batch norm in data-parallel training).
+    """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, *, dtype="float32",
                  backend="numpy"):
         super().__init__()
         self.eps, self.momentum = eps, momentum
+        self.reduce = None
         self._init_params(backend, weight=init.ones((num_features,), dtype),
                           bias=init.zeros((num_features,), dtype))
         self.buffers["running_mean"] = to_device(init.zeros((num_features,), dtype), backend)
@@ -218,7 +223,7 @@ class BatchNorm2d(Layer):
     def forward(self, x):
         y, self._cache = batch_norm2d_forward(
             x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
-            self.buffers["running_var"], self.training, self.momentum, self.eps)
+            self.buffers["running_var"], self.training, self.momentum, self.eps, self.reduce)
         return y
 
     def backward(self, dy):

@@ -28,12 +28,31 @@ def dropout_backward(dy, cache):
     return dy * keep * scale
 
 
+def _batch_moments(x, reduce):
+    """Per-channel count, mean and biased variance over (N, H, W).
+
+    With ``reduce`` (a function summing an array over processes), the sums
+    run over the global batch of every process: synchronised batch norm.
+    """
+    xp = get_array_module(x)
+    axes = (0, 2, 3)
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    if reduce is None:
+        return count, x.mean(axis=axes), x.var(axis=axes)
+    totals = reduce(xp.concatenate([x.sum(axis=axes), xp.asarray([count], dtype=x.dtype)]))
+    count = int(round(float(totals[-1])))
+    mean = totals[:-1] / count
+    var = reduce(((x - mean[:, None, None]) ** 2).sum(axis=axes)) / count
+    return count, mean, var
+
+
 def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=True,
-                         momentum=0.1, eps=1e-5):
+                         momentum=0.1, eps=1e-5, reduce=None):
     """y = gamma * x_hat + beta, x_hat = (x - mu) / sqrt(var + eps), per channel.
 
-    Training: mu, var are the batch's mean and biased variance over (N, H, W);
-    the running statistics are updated in place as PyTorch does,
+    Training: mu, var are the batch's mean and biased variance over (N, H, W)
+    (over every process's batch when ``reduce`` sums across processes); the
+    running statistics are updated in place as PyTorch does,
     r <- (1 - momentum) r + momentum * stat, with the unbiased variance.
     Eval: mu, var are the running statistics. The cache is x_hat and 1/sigma.
     """
@@ -48,13 +67,12 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
             raise ValueError(f"{op}: {name} must have shape ({channels},) for x with "
                              f"{channels} channels, got {tuple(a.shape)}")
     xp = get_array_module(x)
+    count = None
     if training:
-        count = x.shape[0] * x.shape[2] * x.shape[3]
+        count, mean, var = _batch_moments(x, reduce)
         if count < 2:
             raise ValueError(f"{op}: training needs more than one value per channel, "
                              f"got x of shape {tuple(x.shape)}")
-        mean = x.mean(axis=(0, 2, 3))
-        var = x.var(axis=(0, 2, 3))
         running_mean *= 1 - momentum
         running_mean += momentum * mean
         running_var *= 1 - momentum
@@ -64,26 +82,31 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     inv_std = 1.0 / xp.sqrt(var + eps)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
     y = gamma[:, None, None] * x_hat + beta[:, None, None]
-    return y, (x_hat, inv_std, gamma, training)
+    return y, (x_hat, inv_std, gamma, count, reduce)
 
 
 def batch_norm2d_backward(dy, cache):
     """Returns dx, dgamma, dbeta.
 
     dgamma = sum dy * x_hat, dbeta = sum dy (over N, H, W). Training, with
-    g = gamma * dy and M values per channel:
+    g = gamma * dy and M values per channel (of every process, when synchronised):
     dx = (1/sigma) (g - mean(g) - x_hat * mean(g * x_hat)); eval: dx = g / sigma.
+    The returned dgamma and dbeta are this process's sums.
     """
-    x_hat, inv_std, gamma, training = cache
+    x_hat, inv_std, gamma, count, reduce = cache
     if dy.shape != x_hat.shape:
         raise ValueError(f"batch_norm2d_backward: dy must have the output's shape "
                          f"{tuple(x_hat.shape)}, got {tuple(dy.shape)}")
+    xp = get_array_module(dy)
     axes = (0, 2, 3)
     dbeta = dy.sum(axis=axes)
     dgamma = (dy * x_hat).sum(axis=axes)
     scale = (gamma * inv_std)[:, None, None]
-    if not training:
+    if count is None:
         return dy * scale, dgamma, dbeta
-    count = x_hat.shape[0] * x_hat.shape[2] * x_hat.shape[3]
-    dx = scale * (dy - (dbeta / count)[:, None, None] - x_hat * (dgamma / count)[:, None, None])
+    sum_dy, sum_dy_xhat = dbeta, dgamma
+    if reduce is not None:
+        sum_dy, sum_dy_xhat = reduce(xp.stack([dbeta, dgamma]))
+    dx = scale * (dy - (sum_dy / count)[:, None, None]
+                  - x_hat * (sum_dy_xhat / count)[:, None, None])
     return dx, dgamma, dbeta
