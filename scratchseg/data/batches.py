@@ -1,0 +1,69 @@
+"""Training batches keyed on (seed, epoch, sample index): the same tiles on any process.
+
+Every random draw for a sample (augmentation, tile position) comes from
+``numpy.random.default_rng([seed, epoch, index])``, never from a shared
+generator, so splitting a batch over processes, or resuming a run, gives
+exactly the tiles one uninterrupted process would have drawn.
+"""
+
+import numpy as np
+
+from scratchseg.data.augment import augment as augment_sample
+from scratchseg.data.dataset import instances_from_mask
+from scratchseg.data.tiling import random_tile
+from scratchseg.data.weightmap import unet_weight_map
+
+
+def epoch_order(num_samples, *, epoch, seed):
+    """The permutation of sample indices for ``epoch``."""
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def batch_indices(order, batch_size):
+    """Consecutive batches of ``order``; the last may be shorter."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = [int(i) for i in order]
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class WeightMaps:
+    """The paper's weight map per sample index, computed once and kept."""
+
+    def __init__(self, w0=10.0, sigma=5.0):
+        self.w0, self.sigma, self._maps = w0, sigma, {}
+
+    def __call__(self, index, sample):
+        if index not in self._maps:
+            instances = sample.instances
+            if instances is None:
+                instances = instances_from_mask(sample.mask)
+            self._maps[index] = unet_weight_map(instances, self.w0, self.sigma)
+        return self._maps[index]
+
+
+def training_batch(dataset, indices, *, epoch, seed, input_size, output_size, augment=True,
+                   weight_maps=None):
+    """x float32 (B, C, s, s), labels int64 (B, o, o), weights float32 (B, o, o) or None.
+
+    For each index: its weight map (when ``weight_maps`` is a WeightMaps),
+    augmentation (when ``augment``), then a random tile with input edge s and
+    output edge o, all drawn from the sample's own generator.
+    """
+    images, masks, weights = [], [], []
+    for index in indices:
+        sample = dataset[index]
+        rng = np.random.default_rng([seed, epoch, int(index)])
+        weight = None if weight_maps is None else weight_maps(int(index), sample)
+        image, mask = sample.image, sample.mask
+        if augment:
+            image, mask, weight = augment_sample(image, mask, weight, rng=rng)
+        image, mask, weight = random_tile(image, mask, weight, input_size=input_size,
+                                          output_size=output_size, rng=rng)
+        images.append(image)
+        masks.append(mask)
+        weights.append(weight)
+    x = np.stack(images).astype(np.float32)
+    labels = np.stack(masks).astype(np.int64)
+    weight_map = None if weight_maps is None else np.stack(weights).astype(np.float32)
+    return x, labels, weight_map

@@ -1,0 +1,66 @@
+"""The sample/dataset protocol shared by every data source and the trainer.
+
+A dataset is a sequence: ``len(ds)``, ``ds[i] -> Sample``, with the attributes
+``num_classes``, ``in_channels`` and ``class_values`` (class k stands for the
+original mask value ``class_values[k]``).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass
+class Sample:
+    """One training example.
+
+    image: float32 (C, H, W), values about [0, 1].
+    mask: int64 (H, W), class indices 0..K-1.
+    instances: int32 (H, W) with 0 = background and k > 0 one object each, or None.
+    name: a label for reports (file stem, or "synthetic-00012").
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    instances: np.ndarray | None
+    name: str
+
+
+class Subset:
+    """The samples ``indices`` of ``dataset``, with the dataset's attributes (train/val splits)."""
+
+    def __init__(self, dataset, indices):
+        indices = [int(i) for i in indices]
+        outside = [i for i in indices if not -len(dataset) <= i < len(dataset)]
+        if outside:
+            raise ValueError(
+                f"Subset: indices must lie in [0, {len(dataset)}) for a dataset of "
+                f"{len(dataset)} samples, got {outside[:5]}"
+            )
+        self.dataset = dataset
+        self.indices = indices
+        self.num_classes = dataset.num_classes
+        self.in_channels = dataset.in_channels
+        self.class_values = list(dataset.class_values)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.dataset[self.indices[i]]
+
+
+def instances_from_mask(mask):
+    """Label each 4-connected region of each foreground class (class 0 is background).
+
+    Returns int32 (H, W): 0 on background, 1..N one id per region.
+    """
+    mask = np.asarray(mask)
+    instances = np.zeros(mask.shape, dtype=np.int32)
+    count = 0
+    for k in np.unique(mask[mask > 0]):
+        labels, n = ndimage.label(mask == k)
+        instances[labels > 0] = labels[labels > 0] + count
+        count += n
+    return instances

@@ -1,0 +1,120 @@
+"""Overlap-tile strategy (U-Net paper, Fig. 2): predict images of any size, cut training tiles.
+
+A valid (unpadded) network maps an input tile of edge s to an output of edge
+o < s, centred: the output covers the input minus a margin of (s - o) // 2 on
+the top and left. To predict an image, its output is split into non-overlapping
+o x o tiles; each is computed from the s x s input around it, so neighbouring
+input tiles overlap by s - o. Context beyond the image border is the image
+mirrored at the border (edge pixel not repeated, as ``np.pad(mode="reflect")``),
+repeatedly for images smaller than the margin.
+"""
+
+import math
+
+import numpy as np
+
+from scratchseg.backend import to_device, to_numpy
+
+DEFAULT_OUTPUT_TILE = 192
+_MAX_SIZE_STEPS = 10_000
+
+
+def input_size_for_output(model, output_size):
+    """The smallest valid input edge s from ``model.valid_input_size(output_size)`` upwards
+    with ``model.output_size(s) >= output_size``."""
+    if output_size < 1:
+        raise ValueError(f"input_size_for_output: output_size must be >= 1, got {output_size}")
+    size = model.valid_input_size(output_size)
+    for _ in range(_MAX_SIZE_STEPS):
+        if model.output_size(size) >= output_size:
+            return size
+        size = model.valid_input_size(size + 1)
+    raise ValueError(
+        f"input_size_for_output: no input up to {size} gives an output of {output_size} pixels"
+    )
+
+
+def mirror_indices(start, length, n):
+    """Indices into an axis of ``n`` elements for positions start .. start + length - 1,
+    mirrored at both ends: ... 2 1 | 0 1 .. n-1 | n-2 n-3 ..."""
+    positions = np.arange(start, start + length)
+    if n == 1:
+        return np.zeros_like(positions)
+    period = 2 * (n - 1)
+    positions = np.mod(positions, period)
+    return np.where(positions < n, positions, period - positions)
+
+
+def mirror_crop(array, top, left, height, width):
+    """The (..., height, width) window of ``array`` at (top, left), mirrored outside the array."""
+    rows = mirror_indices(top, height, array.shape[-2])
+    cols = mirror_indices(left, width, array.shape[-1])
+    return array[..., rows[:, None], cols]
+
+
+def predict_logits(model, image, tile=None, batch_size=4):
+    """float32 (K, H, W) logits of ``model`` for a host image (C, H, W) of any size.
+
+    tile: the wanted output tile edge; default min(192, max(H, W)). The tile used
+    is the output of the smallest valid input that reaches it. Tiles run through
+    ``model.forward`` ``batch_size`` at a time on ``model.device``; put the model
+    in eval mode first.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"predict_logits: image must be (C, H, W), got shape {image.shape}")
+    if batch_size < 1:
+        raise ValueError(f"predict_logits: batch_size must be >= 1, got {batch_size}")
+    height, width = image.shape[1:]
+    size_in = input_size_for_output(model, tile or min(DEFAULT_OUTPUT_TILE, max(height, width)))
+    size_out = model.output_size(size_in)
+    margin = (size_in - size_out) // 2
+    rows, cols = math.ceil(height / size_out), math.ceil(width / size_out)
+    context = mirror_crop(
+        image, -margin, -margin, (rows - 1) * size_out + size_in, (cols - 1) * size_out + size_in
+    )
+    corners = [(r * size_out, c * size_out) for r in range(rows) for c in range(cols)]
+    logits = None
+    for first in range(0, len(corners), batch_size):
+        batch = corners[first : first + batch_size]
+        x = np.stack([context[:, y : y + size_in, x : x + size_in] for y, x in batch])
+        out = to_numpy(model.forward(to_device(x, model.device)))
+        if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[2:] != (size_out, size_out):
+            raise ValueError(
+                f"predict_logits: model.forward on {x.shape} must return (N, K, {size_out}, "
+                f"{size_out}) with N = {len(batch)}, got {out.shape}"
+            )
+        if logits is None:
+            logits = np.empty((out.shape[1], rows * size_out, cols * size_out), np.float32)
+        for (y, x), tile_logits in zip(batch, out, strict=True):
+            logits[:, y : y + size_out, x : x + size_out] = tile_logits
+    return logits[:, :height, :width]
+
+
+def random_tile(image, mask, weight, *, input_size, output_size, rng):
+    """A random training tile: (image (C, s, s), mask (o, o), weight (o, o) or None).
+
+    The o x o output window is placed uniformly inside the image (or, along an
+    axis shorter than o, so that the image lies inside the window, the rest
+    mirrored). The image crop is the s x s input centred on it, mirrored beyond
+    the border; s = ``input_size``, o = ``output_size``.
+    """
+    if not 1 <= output_size <= input_size:
+        raise ValueError(
+            f"random_tile: need 1 <= output_size <= input_size, got {output_size} and {input_size}"
+        )
+    height, width = image.shape[-2:]
+    if np.shape(mask) != (height, width) or (
+        weight is not None and np.shape(weight) != (height, width)
+    ):
+        raise ValueError(
+            f"random_tile: mask and weight must be (H, W) = {(height, width)} like the image, "
+            f"got {np.shape(mask)} and {None if weight is None else np.shape(weight)}"
+        )
+    top = int(rng.integers(min(0, height - output_size), max(0, height - output_size) + 1))
+    left = int(rng.integers(min(0, width - output_size), max(0, width - output_size) + 1))
+    margin = (input_size - output_size) // 2
+    image_tile = mirror_crop(image, top - margin, left - margin, input_size, input_size)
+    mask_tile = mirror_crop(mask, top, left, output_size, output_size)
+    weight_tile = None if weight is None else mirror_crop(weight, top, left, output_size, output_size)
+    return image_tile, mask_tile, weight_tile

@@ -1,0 +1,286 @@
+"""The training loop: SGD on random tiles, validation by overlap-tile inference, resume.
+
+A run directory holds, rewritten atomically after every epoch:
+``model.safetensors`` (weights, architecture and class mapping: all that
+``predict`` needs, and loadable by PyTorch), ``checkpoint.safetensors``
+(weights, momentum buffers, epoch, step, options and history: an exact
+resume), ``metrics.csv``, ``curves.png`` and ``samples.png``.
+
+Every random draw is keyed on (seed, epoch, sample index), never on a
+global generator, so a resumed run continues bit-identically.
+"""
+
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy
+from tqdm import tqdm
+
+from scratchseg.backend import get_array_module, to_device, to_numpy
+from scratchseg.checkpoint import (
+    atomic_write_text,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+from scratchseg.data import (
+    FolderDataset,
+    Subset,
+    SyntheticShapes,
+    WeightMaps,
+    batch_indices,
+    epoch_order,
+    input_size_for_output,
+    predict_logits,
+    training_batch,
+)
+from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from scratchseg.functional.loss import NonFiniteError
+from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
+from scratchseg.models import UNet
+from scratchseg.optim import SGD, make_schedule
+from scratchseg.plots import plot_curves, plot_samples
+
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pixel_acc", "val_miou", "val_dice",
+                  "lr", "seconds")
+MODEL_FILE, CHECKPOINT_FILE = "model.safetensors", "checkpoint.safetensors"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a diverged loss, an unusable run directory)."""
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a run; the defaults are the main job on the built-in data."""
+
+    data: str = "synthetic"
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_steps: int = 20
+    base_channels: int = 16
+    depth: int = 3
+    padding: str = "same"
+    batch_norm: bool = True
+    dropout: float = 0.0
+    tile: int = 64
+    val_fraction: float = 0.2
+    weight_map: bool = False
+    augment: bool = True
+    seed: int = 0
+    backend: str = "numpy"
+    num_samples: int = 160
+    image_size: int = 96
+
+    def model_config(self, dataset):
+        return dict(in_channels=dataset.in_channels, num_classes=dataset.num_classes,
+                    base_channels=self.base_channels, depth=self.depth, padding=self.padding,
+                    batch_norm=self.batch_norm, dropout=self.dropout)
+
+
+def load_dataset(options):
+    """The built-in synthetic shapes, or a folder DIR/images + DIR/masks."""
+    if options.data == "synthetic":
+        return SyntheticShapes(options.num_samples, options.image_size, options.seed)
+    return FolderDataset(options.data)
+
+
+def split_dataset(dataset, val_fraction, seed):
+    """A seeded train/validation split; at least one sample on each side when possible."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = numpy.random.default_rng([seed, 2**31 - 1]).permutation(len(dataset))
+    num_val = min(max(round(len(dataset) * val_fraction), 1 if val_fraction > 0 else 0),
+                  len(dataset) - 1)
+    if len(dataset) < 1 or (val_fraction > 0 and len(dataset) < 2):
+        raise ValueError(f"need at least 2 samples to split off validation, got {len(dataset)}")
+    return Subset(dataset, sorted(order[num_val:])), Subset(dataset, sorted(order[:num_val]))
+
+
+def tile_sizes(model, tile):
+    """(input edge, output edge) of a training tile whose output is at least ``tile``."""
+    input_size = input_size_for_output(model, tile)
+    return input_size, model.output_size(input_size)
+
+
+def training_step(model, optimizer, x, labels, weight_map=None):
+    """The contract's one step: zero_grad, forward, loss, backward, SGD update; returns the loss."""
+    model.zero_grad()
+    logits = model.forward(x)
+    loss, cache = softmax_cross_entropy_forward(logits, labels, weight_map=weight_map)
+    model.backward(softmax_cross_entropy_backward(1.0, cache))
+    optimizer.step()
+    return float(loss)
+
+
+def evaluate(model, dataset, *, tile=None):
+    """Whole-image overlap-tile inference on every sample: loss, confusion matrix, predictions."""
+    model.eval()
+    num_classes = dataset.num_classes
+    cm = numpy.zeros((num_classes, num_classes), dtype=numpy.int64)
+    loss_sum, pixels, predictions = 0.0, 0, []
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        logits = predict_logits(model, sample.image, tile=tile)
+        loss, _ = softmax_cross_entropy_forward(logits[None], sample.mask[None])
+        loss_sum += float(loss) * sample.mask.size
+        pixels += sample.mask.size
+        prediction = logits.argmax(axis=0)
+        cm += confusion_matrix(prediction, sample.mask, num_classes)
+        predictions.append(prediction)
+    model.train()
+    return loss_sum / max(pixels, 1), cm, predictions
+
+
+def _metrics_csv(history):
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return text.getvalue()
+
+
+def _reseed_dropout(model, seed, epoch):
+    if model.dropout is not None:
+        model.dropout.seed = int(numpy.random.default_rng([seed, epoch, 7]).integers(2**63))
+        model.dropout.reset_rng()
+
+
+class Trainer:
+    """Owns the model, optimizer, data and run directory of one training run."""
+
+    def __init__(self, options, out_dir, *, resume=False, progress=True):
+        self.options, self.out_dir, self.progress = options, Path(out_dir), progress
+        if not resume and (self.out_dir / CHECKPOINT_FILE).exists():
+            raise TrainingError(f"{self.out_dir} already holds a run; continue it with "
+                                f"--resume {self.out_dir} or choose another --out")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        dataset = load_dataset(options)
+        self.train_set, self.val_set = split_dataset(dataset, options.val_fraction, options.seed)
+        self.class_values = list(dataset.class_values)
+        self.model = UNet(**options.model_config(dataset), seed=options.seed,
+                          backend=options.backend)
+        self.input_size, self.output_size = tile_sizes(self.model, options.tile)
+        self.optimizer = SGD(self.model, lr=options.lr, momentum=options.momentum,
+                             weight_decay=options.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / options.batch_size)
+        total = max(self.steps_per_epoch * options.epochs, 1)
+        self.lr_at = make_schedule(options.schedule, options.lr, total,
+                                   warmup_steps=min(options.warmup_steps, total - 1))
+        self.weight_maps = WeightMaps() if options.weight_map else None
+        self.epoch, self.step, self.history = 0, 0, []
+        if resume:
+            self._restore()
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _restore(self):
+        state = load_training_state(self.out_dir / CHECKPOINT_FILE)
+        self.model.load_state_dict(state["extra"]["model"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+
+    def save(self):
+        """Write the model file, the metrics, the curves, then the checkpoint (atomically)."""
+        state = self.model.state_dict()
+        save_model(self.out_dir / MODEL_FILE, state, config=self.model.config,
+                   class_values=self.class_values)
+        atomic_write_text(self.out_dir / "metrics.csv", _metrics_csv(self.history))
+        plot_curves(self.history, self.out_dir / "curves.png")
+        save_training_state(self.out_dir / CHECKPOINT_FILE,
+                            optimizer_state=self.optimizer.state_dict(), epoch=self.epoch,
+                            step=self.step, rng_state={"seed": self.options.seed},
+                            history=self.history,
+                            extra={"model": state, "options": asdict(self.options)})
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self):
+        """Train until ``options.epochs``; returns the metrics history."""
+        options = self.options
+        bar = tqdm(total=self.steps_per_epoch * options.epochs, initial=self.step,
+                   disable=not self.progress, unit="step", dynamic_ncols=True)
+        with bar:
+            while self.epoch < options.epochs:
+                started = time.perf_counter()
+                row = self._validate(self._train_epoch(bar))
+                row["seconds"] = time.perf_counter() - started
+                self.history.append(row)
+                self.epoch += 1
+                self.save()
+                bar.write(
+                    f"epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
+                    + (f"val_loss {row['val_loss']:.4f}  val_miou {row['val_miou']:.4f}  "
+                       if row["val_miou"] is not None else "")
+                    + f"({row['seconds']:.1f} s)")
+        return self.history
+
+    def _train_epoch(self, bar):
+        options, model = self.options, self.model
+        model.train()
+        _reseed_dropout(model, options.seed, self.epoch)
+        order = epoch_order(len(self.train_set), epoch=self.epoch, seed=options.seed)
+        losses = []
+        for indices in batch_indices(order, options.batch_size):
+            x, labels, weights = training_batch(
+                self.train_set, indices, epoch=self.epoch, seed=options.seed,
+                input_size=self.input_size, output_size=self.output_size,
+                augment=options.augment, weight_maps=self.weight_maps)
+            device = [None if a is None else to_device(a, options.backend)
+                      for a in (x, labels, weights)]
+            self.optimizer.lr = self.lr_at(self.step)
+            try:
+                # divergence is detected below and reported as one clear error
+                with numpy.errstate(over="ignore", invalid="ignore"):
+                    loss = training_step(model, self.optimizer, *device)
+            except NonFiniteError as error:
+                raise TrainingError(
+                    f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "
+                    f"(non-finite logits); lower --lr (now {options.lr})") from error
+            if not math.isfinite(loss):
+                raise TrainingError(f"non-finite loss {loss} at epoch {self.epoch + 1}, "
+                                    f"step {self.step + 1}; lower --lr (now {options.lr})")
+            losses.append(loss)
+            self.step += 1
+            bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}", refresh=False)
+            bar.update()
+        return float(numpy.mean(losses))
+
+    def _validate(self, train_loss):
+        row = dict(epoch=self.epoch + 1, train_loss=train_loss, val_loss=None,
+                   val_pixel_acc=None, val_miou=None, val_dice=None,
+                   lr=self.optimizer.lr, seconds=None)
+        if len(self.val_set):
+            val_loss, cm, predictions = evaluate(self.model, self.val_set)
+            row.update(val_loss=val_loss, val_pixel_acc=pixel_accuracy(cm),
+                       val_miou=mean_iou(cm), val_dice=mean_dice(cm))
+            shown = range(min(4, len(self.val_set)))
+            samples = [self.val_set[i] for i in shown]
+            plot_samples([s.image for s in samples], [s.mask for s in samples],
+                         [predictions[i] for i in shown], self.out_dir / "samples.png",
+                         self.val_set.num_classes)
+        return row
+
+
+def resume_options(run_dir, **overrides):
+    """The options stored in ``run_dir``'s checkpoint, with ``overrides`` applied."""
+    state = load_training_state(Path(run_dir) / CHECKPOINT_FILE)
+    stored = state["extra"]["options"]
+    known = {f.name for f in fields(TrainOptions)}
+    options = TrainOptions(**{k: v for k, v in stored.items() if k in known})
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    return options
+
+
+__all__ = ["TrainOptions", "Trainer", "TrainingError", "evaluate", "get_array_module",
+           "load_dataset", "resume_options", "split_dataset", "to_numpy", "training_step"]

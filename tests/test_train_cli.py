@@ -1,0 +1,175 @@
+"""Training, resume, predict, evaluate and summary through the command line, on tiny settings."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from scratchseg.checkpoint import load_model
+from scratchseg.cli import main
+from scratchseg.train import Trainer
+from tests.torch_unet import TorchUNet
+
+TINY = ["--num-samples", "6", "--image-size", "40", "--base-channels", "4", "--depth", "2",
+        "--tile", "32", "--batch-size", "2", "--warmup-steps", "0", "--quiet"]
+
+
+def _train(tmp_path, name, *extra):
+    out = tmp_path / name
+    assert main(["train", "--out", str(out), *TINY, *extra]) == 0
+    return out
+
+
+def _rows(run):
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_every_output(tmp_path):
+    run = _train(tmp_path, "run", "--epochs", "2")
+    for name in ("model.safetensors", "checkpoint.safetensors", "metrics.csv", "curves.png",
+                 "samples.png"):
+        assert (run / name).stat().st_size > 0, name
+    rows = _rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_pixel_acc", "val_miou",
+                            "val_dice", "lr", "seconds"}
+    assert 0.0 <= float(rows[-1]["val_miou"]) <= 1.0
+    for picture in ("curves.png", "samples.png"):
+        with Image.open(run / picture) as image:
+            assert image.format == "PNG"
+    assert not [p for p in run.iterdir() if ".tmp" in p.name]
+
+
+def test_model_file_loads_into_pytorch(tmp_path):
+    run = _train(tmp_path, "run", "--epochs", "1", "--padding", "valid", "--tile", "8")
+    _, config, class_values = load_model(run / "model.safetensors")
+    assert class_values == [0, 1, 2, 3]
+    torch_model = TorchUNet(**config)
+    missing, unexpected = torch_model.load_state_dict(load_file(run / "model.safetensors"),
+                                                      strict=False)
+    assert unexpected == [] and all(m.endswith("num_batches_tracked") for m in missing)
+
+
+def test_resume_continues_bit_identically(tmp_path, monkeypatch):
+    straight = _train(tmp_path, "straight", "--epochs", "3", "--dropout", "0.2")
+
+    real_save = Trainer.save
+
+    def save_then_interrupt(self):
+        real_save(self)
+        if self.epoch == 1:
+            raise KeyboardInterrupt  # the user presses Ctrl-C after the first epoch
+
+    monkeypatch.setattr(Trainer, "save", save_then_interrupt)
+    interrupted = tmp_path / "interrupted"
+    assert main(["train", "--out", str(interrupted), *TINY, "--epochs", "3",
+                 "--dropout", "0.2"]) == 130
+    assert len(_rows(interrupted)) == 1
+    monkeypatch.setattr(Trainer, "save", real_save)
+    assert main(["train", "--resume", str(interrupted), "--quiet"]) == 0
+
+    a, _, _ = load_model(straight / "model.safetensors")
+    b, _, _ = load_model(interrupted / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in _rows(straight)] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in _rows(interrupted)]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    run = _train(tmp_path, "run", "--epochs", "1")
+    before = (run / "model.safetensors").read_bytes()
+    assert main(["train", "--out", str(run), *TINY, "--epochs", "1"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_diverging_run_stops_with_a_clear_message(tmp_path, capsys):
+    code = main(["train", "--out", str(tmp_path / "run"), *TINY, "--epochs", "1",
+                 "--no-batch-norm", "--lr", "1e12", "--momentum", "0"])
+    assert code == 2
+    assert "lower --lr" in capsys.readouterr().err
+
+
+def _folder(tmp_path, sizes=((40, 48), (44, 40), (40, 40))):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for k, (h, w) in enumerate(sizes):
+        mask = np.zeros((h, w), np.uint8)
+        mask[5:20, 8:30] = 255
+        mask[25:35, 5:15] = 128
+        image = (mask * 0.6 + rng.integers(0, 60, (h, w))).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"img{k}.png")
+        Image.fromarray(mask).save(root / "masks" / f"img{k}.png")
+    return root
+
+
+def test_folder_training_predict_and_evaluate(tmp_path, capsys):
+    data = _folder(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *TINY, "--epochs", "1",
+                 "--weight-map", "--val-fraction", "0.34"]) == 0
+    _, _, class_values = load_model(run / "model.safetensors")
+    assert class_values == [0, 128, 255]
+
+    out = tmp_path / "pred"
+    images = sorted(str(p) for p in (data / "images").iterdir())
+    assert main(["predict", "--model", str(run / "model.safetensors"), "--out", str(out),
+                 "--overlay", *images]) == 0
+    for k, (h, w) in enumerate(((40, 48), (44, 40), (40, 40))):
+        with Image.open(out / f"img{k}.png") as mask:
+            values = np.asarray(mask)
+        assert values.shape == (h, w)
+        assert set(np.unique(values)) <= {0, 128, 255}
+        with Image.open(out / f"img{k}_overlay.png") as overlay:
+            assert overlay.size == (w, h) and overlay.mode == "RGB"
+
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run / "model.safetensors"), "--data", str(data),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 3
+    assert [c["value"] for c in result["per_class"]] == [0, 128, 255]
+    assert 0.0 <= result["mean_iou"] <= 1.0
+    assert main(["evaluate", "--model", str(run / "model.safetensors"), "--data",
+                 str(data)]) == 0
+    assert "mean IoU" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--model", "nope.safetensors", "--out", "o", "x.png"], "nope.safetensors"),
+    (["evaluate", "--model", "nope.safetensors", "--data", "d"], "nope.safetensors"),
+    (["train", "--data", "no_such_dir", "--out", "o"], "no_such_dir"),
+    (["train", "--resume", "no_such_run"], "no_such_run"),
+    (["train"], "--out"),
+    (["summary", "--input-size", "570"], "nearest valid sizes: 556 and 572"),
+])
+def test_errors_are_one_line_without_traceback(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_rejects_a_missing_image(tmp_path, capsys):
+    run = _train(tmp_path, "run", "--epochs", "1")
+    assert main(["predict", "--model", str(run / "model.safetensors"), "--out",
+                 str(tmp_path / "p"), str(tmp_path / "missing.png")]) == 2
+    assert "missing.png" in capsys.readouterr().err
+
+
+def test_summary_prints_the_paper_network(capsys):
+    assert main(["summary"]) == 0
+    out = capsys.readouterr().out
+    assert "572x572 -> output 388x388" in out
+    assert "31,030,658" in out
