@@ -52,22 +52,24 @@ _TRAIN_FLAGS = [
 
 
 def _train(args):
+    from scratchseg.distributed import ONE_PROCESS, MPICommunicator
     from scratchseg.train import Trainer, TrainOptions, resume_options
 
     given = {name: getattr(args, name) for _, name, _, _ in _TRAIN_FLAGS
              if getattr(args, name) is not None}
+    communicator = MPICommunicator() if args.distributed else ONE_PROCESS
     if args.resume:
         options = resume_options(args.resume, **given)
         out = args.out or args.resume
-        trainer = Trainer(options, out, resume=True, progress=not args.quiet)
     else:
         if not args.out:
             raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
         defaults = {f.name: f.default for f in fields(TrainOptions)}
-        options = TrainOptions(**{**defaults, **given})
-        trainer = Trainer(options, args.out, progress=not args.quiet)
+        options, out = TrainOptions(**{**defaults, **given}), args.out
+    trainer = Trainer(options, out, resume=bool(args.resume), progress=not args.quiet,
+                      communicator=communicator)
     history = trainer.run()
-    if history and history[-1]["val_miou"] is not None:
+    if communicator.rank == 0 and history and history[-1]["val_miou"] is not None:
         last = history[-1]
         print(f"done: val mIoU {last['val_miou']:.4f}, val pixel accuracy "
               f"{last['val_pixel_acc']:.4f}; wrote {trainer.out_dir}")
@@ -125,6 +127,8 @@ def build_parser():
     train.add_argument("--out", help="run directory (model, checkpoint, metrics, pictures)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over MPI: run under mpirun -n N")
     for flag, name, kind, text in _TRAIN_FLAGS:
         if kind is argparse.BooleanOptionalAction:
             train.add_argument(flag, dest=name, action=kind, default=None, help=text)

@@ -30,6 +30,9 @@ class SingleProcess:
         pass
 
 
+ONE_PROCESS = SingleProcess()
+
+
 class MPICommunicator:
     """Sums buffers across the processes of an MPI communicator, in place (mpi4py)."""
 

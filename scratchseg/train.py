@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy
 from tqdm import tqdm
 
-from scratchseg.backend import get_array_module, to_device, to_numpy
+from scratchseg.backend import get_array_module, to_device
 from scratchseg.checkpoint import (
     atomic_write_text,
     load_training_state,
@@ -38,8 +38,10 @@ from scratchseg.data import (
     predict_logits,
     training_batch,
 )
+from scratchseg.distributed import ONE_PROCESS, GradientBuckets, shard
 from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.functional.loss import NonFiniteError
+from scratchseg.layers import BatchNorm2d
 from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
 from scratchseg.models import UNet
 from scratchseg.optim import SGD, make_schedule
@@ -111,33 +113,50 @@ def tile_sizes(model, tile):
     return input_size, model.output_size(input_size)
 
 
-def training_step(model, optimizer, x, labels, weight_map=None):
-    """The contract's one step: zero_grad, forward, loss, backward, SGD update; returns the loss."""
+def training_step(model, optimizer, x, labels, weight_map=None, *,
+                  communicator=ONE_PROCESS, buckets=None):
+    """One SGD step on this process's shard of a global batch; returns the global mean loss.
+
+    The contract's step (zero_grad, forward, loss, backward, update) with the
+    loss summed over the shard and normalised by the global sum of pixel
+    weights, sum_i v_i / sum v = mean: one process or N give the same update.
+    """
     model.zero_grad()
     logits = model.forward(x)
-    loss, cache = softmax_cross_entropy_forward(logits, labels, weight_map=weight_map)
-    model.backward(softmax_cross_entropy_backward(1.0, cache))
+    loss_sum, cache = softmax_cross_entropy_forward(logits, labels, weight_map=weight_map,
+                                                    reduction="sum")
+    xp = get_array_module(logits)
+    weight_sum = weight_map.sum() if weight_map is not None else labels.size
+    totals = communicator.allreduce(xp.asarray([loss_sum, weight_sum], dtype=xp.float64))
+    loss, norm = float(totals[0]), float(totals[1])
+    model.backward(softmax_cross_entropy_backward(1.0 / norm, cache))
+    if buckets is not None:
+        buckets.allreduce(communicator)
     optimizer.step()
-    return float(loss)
+    return loss / norm
 
 
-def evaluate(model, dataset, *, tile=None):
-    """Whole-image overlap-tile inference on every sample: loss, confusion matrix, predictions."""
+def evaluate(model, dataset, *, tile=None, communicator=ONE_PROCESS):
+    """Whole-image overlap-tile inference: (loss, confusion matrix, {index: prediction}).
+
+    With several processes each takes every size-th image and the loss and
+    confusion matrix are summed across them; predictions stay local.
+    """
     model.eval()
     num_classes = dataset.num_classes
     cm = numpy.zeros((num_classes, num_classes), dtype=numpy.int64)
-    loss_sum, pixels, predictions = 0.0, 0, []
-    for i in range(len(dataset)):
+    sums, predictions = numpy.zeros(2), {}
+    for i in shard(range(len(dataset)), communicator.rank, communicator.size):
         sample = dataset[i]
         logits = predict_logits(model, sample.image, tile=tile)
-        loss, _ = softmax_cross_entropy_forward(logits[None], sample.mask[None])
-        loss_sum += float(loss) * sample.mask.size
-        pixels += sample.mask.size
-        prediction = logits.argmax(axis=0)
-        cm += confusion_matrix(prediction, sample.mask, num_classes)
-        predictions.append(prediction)
+        loss, _ = softmax_cross_entropy_forward(logits[None], sample.mask[None], reduction="sum")
+        sums += (float(loss), sample.mask.size)
+        predictions[i] = logits.argmax(axis=0)
+        cm += confusion_matrix(predictions[i], sample.mask, num_classes)
+    communicator.allreduce(cm)
+    communicator.allreduce(sums)
     model.train()
-    return loss_sum / max(pixels, 1), cm, predictions
+    return sums[0] / max(sums[1], 1), cm, predictions
 
 
 def _metrics_csv(history):
@@ -158,12 +177,17 @@ def _reseed_dropout(model, seed, epoch):
 class Trainer:
     """Owns the model, optimizer, data and run directory of one training run."""
 
-    def __init__(self, options, out_dir, *, resume=False, progress=True):
-        self.options, self.out_dir, self.progress = options, Path(out_dir), progress
+    def __init__(self, options, out_dir, *, resume=False, progress=True,
+                 communicator=ONE_PROCESS):
+        self.options, self.out_dir = options, Path(out_dir)
+        self.communicator = communicator
+        self.is_writer = communicator.rank == 0  # only the first process writes files
+        self.progress = progress and self.is_writer
         if not resume and (self.out_dir / CHECKPOINT_FILE).exists():
             raise TrainingError(f"{self.out_dir} already holds a run; continue it with "
                                 f"--resume {self.out_dir} or choose another --out")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_writer:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         dataset = load_dataset(options)
         self.train_set, self.val_set = split_dataset(dataset, options.val_fraction, options.seed)
         self.class_values = list(dataset.class_values)
@@ -177,6 +201,12 @@ class Trainer:
         self.lr_at = make_schedule(options.schedule, options.lr, total,
                                    warmup_steps=min(options.warmup_steps, total - 1))
         self.weight_maps = WeightMaps() if options.weight_map else None
+        self.buckets = None
+        if communicator.size > 1:
+            self.buckets = GradientBuckets(self.model)
+            for _, layer in self.model.named_layers():
+                if isinstance(layer, BatchNorm2d):
+                    layer.reduce = communicator.allreduce
         self.epoch, self.step, self.history = 0, 0, []
         if resume:
             self._restore()
@@ -216,12 +246,14 @@ class Trainer:
                 row["seconds"] = time.perf_counter() - started
                 self.history.append(row)
                 self.epoch += 1
-                self.save()
-                bar.write(
-                    f"epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
-                    + (f"val_loss {row['val_loss']:.4f}  val_miou {row['val_miou']:.4f}  "
-                       if row["val_miou"] is not None else "")
-                    + f"({row['seconds']:.1f} s)")
+                if self.is_writer:
+                    self.save()
+                    bar.write(
+                        f"epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
+                        + (f"val_loss {row['val_loss']:.4f}  val_miou {row['val_miou']:.4f}  "
+                           if row["val_miou"] is not None else "")
+                        + f"({row['seconds']:.1f} s)")
+                self.communicator.barrier()
         return self.history
 
     def _train_epoch(self, bar):
@@ -230,7 +262,9 @@ class Trainer:
         _reseed_dropout(model, options.seed, self.epoch)
         order = epoch_order(len(self.train_set), epoch=self.epoch, seed=options.seed)
         losses = []
-        for indices in batch_indices(order, options.batch_size):
+        comm = self.communicator
+        for global_indices in batch_indices(order, options.batch_size):
+            indices = shard(global_indices, comm.rank, comm.size)
             x, labels, weights = training_batch(
                 self.train_set, indices, epoch=self.epoch, seed=options.seed,
                 input_size=self.input_size, output_size=self.output_size,
@@ -241,7 +275,8 @@ class Trainer:
             try:
                 # divergence is detected below and reported as one clear error
                 with numpy.errstate(over="ignore", invalid="ignore"):
-                    loss = training_step(model, self.optimizer, *device)
+                    loss = training_step(model, self.optimizer, *device, communicator=comm,
+                                         buckets=self.buckets)
             except NonFiniteError as error:
                 raise TrainingError(
                     f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "
@@ -260,14 +295,16 @@ class Trainer:
                    val_pixel_acc=None, val_miou=None, val_dice=None,
                    lr=self.optimizer.lr, seconds=None)
         if len(self.val_set):
-            val_loss, cm, predictions = evaluate(self.model, self.val_set)
+            val_loss, cm, predictions = evaluate(self.model, self.val_set,
+                                                 communicator=self.communicator)
             row.update(val_loss=val_loss, val_pixel_acc=pixel_accuracy(cm),
                        val_miou=mean_iou(cm), val_dice=mean_dice(cm))
-            shown = range(min(4, len(self.val_set)))
-            samples = [self.val_set[i] for i in shown]
-            plot_samples([s.image for s in samples], [s.mask for s in samples],
-                         [predictions[i] for i in shown], self.out_dir / "samples.png",
-                         self.val_set.num_classes)
+            if self.is_writer:
+                shown = sorted(predictions)[:4]
+                samples = [self.val_set[i] for i in shown]
+                plot_samples([s.image for s in samples], [s.mask for s in samples],
+                             [predictions[i] for i in shown], self.out_dir / "samples.png",
+                             self.val_set.num_classes)
         return row
 
 
@@ -282,5 +319,3 @@ def resume_options(run_dir, **overrides):
     return options
 
 
-__all__ = ["TrainOptions", "Trainer", "TrainingError", "evaluate", "get_array_module",
-           "load_dataset", "resume_options", "split_dataset", "to_numpy", "training_step"]

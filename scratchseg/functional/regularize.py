@@ -37,10 +37,14 @@ def _batch_moments(x, reduce):
     xp = get_array_module(x)
     axes = (0, 2, 3)
     count = x.shape[0] * x.shape[2] * x.shape[3]
+    if reduce is not None:
+        totals = reduce(xp.concatenate([x.sum(axis=axes), xp.asarray([count], dtype=x.dtype)]))
+        count = int(round(float(totals[-1])))
+    if count < 2:
+        raise ValueError(f"batch_norm2d: training needs more than one value per channel, "
+                         f"got x of shape {tuple(x.shape)}")
     if reduce is None:
         return count, x.mean(axis=axes), x.var(axis=axes)
-    totals = reduce(xp.concatenate([x.sum(axis=axes), xp.asarray([count], dtype=x.dtype)]))
-    count = int(round(float(totals[-1])))
     mean = totals[:-1] / count
     var = reduce(((x - mean[:, None, None]) ** 2).sum(axis=axes)) / count
     return count, mean, var
@@ -70,9 +74,6 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     count = None
     if training:
         count, mean, var = _batch_moments(x, reduce)
-        if count < 2:
-            raise ValueError(f"{op}: training needs more than one value per channel, "
-                             f"got x of shape {tuple(x.shape)}")
         running_mean *= 1 - momentum
         running_mean += momentum * mean
         running_var *= 1 - momentum
