@@ -48,6 +48,8 @@ _TRAIN_FLAGS = [
     ("--backend", "backend", str, "numpy or cupy"),
     ("--num-samples", "num_samples", int, "images in the synthetic dataset"),
     ("--image-size", "image_size", int, "edge of the synthetic images"),
+    ("--trace", "trace", argparse.BooleanOptionalAction,
+     "record per-layer activation, gradient and update norms: trace.csv, gradient_flow.png"),
 ]
 
 

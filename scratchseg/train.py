@@ -4,7 +4,8 @@ A run directory holds, rewritten atomically after every epoch:
 ``model.safetensors`` (weights, architecture and class mapping: all that
 ``predict`` needs, and loadable by PyTorch), ``checkpoint.safetensors``
 (weights, momentum buffers, epoch, step, options and history: an exact
-resume), ``metrics.csv``, ``curves.png`` and ``samples.png``.
+resume), ``metrics.csv``, ``curves.png`` and ``samples.png`` (and with ``trace``,
+``trace.csv`` and ``gradient_flow.png``: see scratchseg.trace).
 
 Every random draw is keyed on (seed, epoch, sample index), never on a
 global generator, so a resumed run continues bit-identically.
@@ -46,10 +47,12 @@ from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accu
 from scratchseg.models import UNet
 from scratchseg.optim import SGD, make_schedule
 from scratchseg.plots import plot_curves, plot_samples
+from scratchseg.trace import GradientFlowTracer
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pixel_acc", "val_miou", "val_dice",
                   "lr", "seconds")
 MODEL_FILE, CHECKPOINT_FILE = "model.safetensors", "checkpoint.safetensors"
+TRACE_FILE = "trace.csv"
 
 
 class TrainingError(RuntimeError):
@@ -81,6 +84,7 @@ class TrainOptions:
     backend: str = "numpy"
     num_samples: int = 160
     image_size: int = 96
+    trace: bool = False
 
     def model_config(self, dataset):
         return dict(in_channels=dataset.in_channels, num_classes=dataset.num_classes,
@@ -207,6 +211,7 @@ class Trainer:
             for _, layer in self.model.named_layers():
                 if isinstance(layer, BatchNorm2d):
                     layer.reduce = communicator.allreduce
+        self.tracer = GradientFlowTracer(self.model) if options.trace else None
         self.epoch, self.step, self.history = 0, 0, []
         if resume:
             self._restore()
@@ -218,6 +223,8 @@ class Trainer:
         self.model.load_state_dict(state["extra"]["model"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+        if self.tracer is not None and (self.out_dir / TRACE_FILE).exists():
+            self.tracer.load_csv(self.out_dir / TRACE_FILE)
 
     def save(self):
         """Write the model file, the metrics, the curves, then the checkpoint (atomically)."""
@@ -226,6 +233,9 @@ class Trainer:
                    class_values=self.class_values)
         atomic_write_text(self.out_dir / "metrics.csv", _metrics_csv(self.history))
         plot_curves(self.history, self.out_dir / "curves.png")
+        if self.tracer is not None:
+            self.tracer.write_csv(self.out_dir / TRACE_FILE)
+            self.tracer.plot(self.out_dir / "gradient_flow.png")
         save_training_state(self.out_dir / CHECKPOINT_FILE,
                             optimizer_state=self.optimizer.state_dict(), epoch=self.epoch,
                             step=self.step, rng_state={"seed": self.options.seed},
@@ -272,6 +282,8 @@ class Trainer:
             device = [None if a is None else to_device(a, options.backend)
                       for a in (x, labels, weights)]
             self.optimizer.lr = self.lr_at(self.step)
+            if self.tracer is not None:
+                self.tracer.before_step()
             try:
                 # divergence is detected below and reported as one clear error
                 with numpy.errstate(over="ignore", invalid="ignore"):
@@ -284,6 +296,8 @@ class Trainer:
             if not math.isfinite(loss):
                 raise TrainingError(f"non-finite loss {loss} at epoch {self.epoch + 1}, "
                                     f"step {self.step + 1}; lower --lr (now {options.lr})")
+            if self.tracer is not None:
+                self.tracer.after_step(self.step)
             losses.append(loss)
             self.step += 1
             bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}", refresh=False)

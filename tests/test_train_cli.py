@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -173,3 +172,20 @@ def test_summary_prints_the_paper_network(capsys):
     out = capsys.readouterr().out
     assert "572x572 -> output 388x388" in out
     assert "31,030,658" in out
+
+
+def test_trace_writes_per_layer_rows_and_the_picture(tmp_path):
+    run = _train(tmp_path, "run", "--epochs", "1", "--trace")
+    with open(run / "trace.csv") as f:
+        rows = list(csv.DictReader(f))
+    layers = {r["layer"] for r in rows}
+    steps = {r["step"] for r in rows}
+    # 6 images: 5 for training in batches of 2 -> 3 steps
+    assert len(rows) == len(layers) * len(steps) and steps == {"0", "1", "2"}
+    assert {"encoder.0.conv1", "decoder.1.up", "head"} <= layers
+    relu = [r for r in rows if r["kind"] == "ReLU"]
+    assert all(0.0 <= float(r["dead_fraction"]) <= 1.0 for r in relu)
+    conv = [r for r in rows if r["kind"] == "Conv2d"]
+    assert all(float(r["update_ratio"]) > 0 and float(r["weight_grad_rms"]) > 0 for r in conv)
+    with Image.open(run / "gradient_flow.png") as image:
+        assert image.format == "PNG"
