@@ -8,16 +8,27 @@ from dataclasses import fields
 from scratchseg.backend import BACKENDS
 
 
-def _gradcheck(args):
-    from scratchseg.selfcheck import run_checks
-
-    rows = run_checks(args.backend, args.seed)
-    header = f"{'op':<28} {'gradient':<9} {'max abs err':>12} {'max rel err':>12}  result"
+def _print_check_table(rows, first_column):
+    width = max([len(first_column)] + [len(row[0]) for row in rows])
+    header = f"{first_column:<{width}} {'gradient':<9} {'max abs err':>12} {'max rel err':>12}" \
+             "  result"
     print(header)
     print("-" * len(header))
     for op, grad, abs_err, rel_err, passed, message in rows:
         result = "pass" if passed else f"FAIL  {message}"
-        print(f"{op:<28} {grad:<9} {abs_err:>12.2e} {rel_err:>12.2e}  {result}")
+        print(f"{op:<{width}} {grad:<9} {abs_err:>12.2e} {rel_err:>12.2e}  {result}")
+
+
+def _gradcheck(args):
+    from scratchseg.selfcheck import run_checks, run_model_checks
+
+    rows = run_checks(args.backend, args.seed)
+    _print_check_table(rows, "op")
+    if args.model:
+        model_rows = run_model_checks(args.backend, args.seed, args.mode)
+        print(f"\nThe whole U-Net ({args.mode} mode): every parameter's gradient")
+        _print_check_table(model_rows, "network: layer")
+        rows += model_rows
     failures = sum(not row[4] for row in rows)
     print(f"\n{len(rows) - failures} passed, {failures} failed ({args.backend}, float64)")
     return 1 if failures else 0
@@ -123,6 +134,10 @@ def build_parser():
         "gradcheck", help="check every op's and layer's gradients against central differences")
     check.add_argument("--backend", choices=BACKENDS, default="numpy")
     check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--model", action="store_true",
+                       help="also check the whole U-Net (tiny configurations), layer by layer")
+    check.add_argument("--mode", choices=("full", "random"), default="full",
+                       help="for --model: every element, or one random direction per tensor")
     check.set_defaults(run=_gradcheck)
 
     train = commands.add_parser("train", help="train a U-Net")

@@ -68,3 +68,13 @@ def test_gradcheck_reports_a_planted_batch_norm_bug(capsys, monkeypatch):
 def test_gradcheck_on_an_unusable_backend_is_a_clean_error(capsys):
     assert main(["gradcheck", "--backend", "cupy"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_gradcheck_model_prints_every_unet_layer(capsys):
+    assert main(["gradcheck", "--model", "--mode", "random"]) == 0
+    out = capsys.readouterr().out
+    assert "The whole U-Net (random mode)" in out
+    for layer in ("encoder.0.conv1", "bottleneck.conv2", "decoder.1.up", "decoder.1.bn2",
+                  "head"):
+        assert layer in out
+    assert " 0 failed" in out
