@@ -64,7 +64,7 @@ class TrainOptions:
     """Everything that defines a run; the defaults are the main job on the built-in data."""
 
     data: str = "synthetic"
-    epochs: int = 12
+    epochs: int = 30
     batch_size: int = 8
     lr: float = 0.05
     momentum: float = 0.9
