@@ -25,11 +25,13 @@ class GradientCheckError(AssertionError):
 
 @dataclass
 class GradientReport:
-    """The worst absolute and relative error per checked input."""
+    """Per checked input: the worst absolute and relative error, and the largest
+    |numerical gradient| (0 means the check compared zeros and proved nothing)."""
 
     names: list = field(default_factory=list)
     max_abs_error: list = field(default_factory=list)
     max_rel_error: list = field(default_factory=list)
+    max_abs_gradient: list = field(default_factory=list)
 
     def rows(self):
         return list(zip(self.names, self.max_abs_error, self.max_rel_error))
@@ -129,6 +131,7 @@ def _compare(name, analytic, numeric, atol, rtol, mode, report):
     report.names.append(name)
     report.max_abs_error.append(float(abs_error.max(initial=0.0)))
     report.max_rel_error.append(float(rel_error.max(initial=0.0)))
+    report.max_abs_gradient.append(float(numpy.abs(numeric).max(initial=0.0)))
 
 
 def layer_functions(layer, extra_inputs=()):

@@ -39,6 +39,7 @@ from scratchseg.data import (
     predict_logits,
     training_batch,
 )
+from scratchseg.data.batches import DROPOUT_STREAM, SPLIT_STREAM
 from scratchseg.distributed import ONE_PROCESS, GradientBuckets, shard
 from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.functional.loss import NonFiniteError
@@ -103,7 +104,7 @@ def split_dataset(dataset, val_fraction, seed):
     """A seeded train/validation split; at least one sample on each side when possible."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    order = numpy.random.default_rng([seed, 2**31 - 1]).permutation(len(dataset))
+    order = numpy.random.default_rng([SPLIT_STREAM, seed]).permutation(len(dataset))
     num_val = min(max(round(len(dataset) * val_fraction), 1 if val_fraction > 0 else 0),
                   len(dataset) - 1)
     if len(dataset) < 1 or (val_fraction > 0 and len(dataset) < 2):
@@ -174,7 +175,8 @@ def _metrics_csv(history):
 
 def _reseed_dropout(model, seed, epoch):
     if model.dropout is not None:
-        model.dropout.seed = int(numpy.random.default_rng([seed, epoch, 7]).integers(2**63))
+        stream = numpy.random.default_rng([DROPOUT_STREAM, seed, epoch])
+        model.dropout.seed = int(stream.integers(2**63))
         model.dropout.reset_rng()
 
 

@@ -84,8 +84,8 @@ def warp(array, displacement, order):
     points = [rows + displacement[0], cols + displacement[1]]
     return np.stack(
         [
-            ndimage.map_coordinates(channel, points, order=order, mode="reflect", output=array.dtype)
-            for channel in array
+            ndimage.map_coordinates(c, points, order=order, mode="reflect", output=array.dtype)
+            for c in array
         ]
     )
 

@@ -1,9 +1,11 @@
 """Training batches keyed on (seed, epoch, sample index): the same tiles on any process.
 
 Every random draw for a sample (augmentation, tile position) comes from
-``numpy.random.default_rng([seed, epoch, index])``, never from a shared
-generator, so splitting a batch over processes, or resuming a run, gives
-exactly the tiles one uninterrupted process would have drawn.
+``numpy.random.default_rng([SAMPLE_STREAM, seed, epoch, index])``, never from
+a shared generator, so splitting a batch over processes, or resuming a run,
+gives exactly the tiles one uninterrupted process would have drawn. Each use
+has its own leading stream tag: NumPy's seed sequences treat trailing zeros
+as absent, so [seed, epoch] and [seed, epoch, 0] would give the same numbers.
 """
 
 import numpy as np
@@ -13,10 +15,12 @@ from scratchseg.data.dataset import instances_from_mask
 from scratchseg.data.tiling import random_tile
 from scratchseg.data.weightmap import unet_weight_map
 
+ORDER_STREAM, SAMPLE_STREAM, SPLIT_STREAM, DROPOUT_STREAM = 1, 2, 3, 4
+
 
 def epoch_order(num_samples, *, epoch, seed):
     """The permutation of sample indices for ``epoch``."""
-    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+    return np.random.default_rng([ORDER_STREAM, seed, epoch]).permutation(num_samples)
 
 
 def batch_indices(order, batch_size):
@@ -53,7 +57,7 @@ def training_batch(dataset, indices, *, epoch, seed, input_size, output_size, au
     images, masks, weights = [], [], []
     for index in indices:
         sample = dataset[index]
-        rng = np.random.default_rng([seed, epoch, int(index)])
+        rng = np.random.default_rng([SAMPLE_STREAM, seed, epoch, int(index)])
         weight = None if weight_maps is None else weight_maps(int(index), sample)
         image, mask = sample.image, sample.mask
         if augment:

@@ -52,13 +52,43 @@ def mirror_crop(array, top, left, height, width):
     return array[..., rows[:, None], cols]
 
 
+def tile_geometry(model, tile):
+    """(input edge, output margin, trim, step) of the overlap-tile grid for an output tile edge.
+
+    The valid sizes of a U-Net of depth d are 2^d apart, and its max-pools see
+    the same grid in two inputs only if their origins differ by a multiple of
+    2^d: so tiles advance by ``step``, the largest multiple of that spacing
+    that fits in the output, and keep that much of it. A valid network's output
+    is its input less ``margin`` on each side; a same-padded network (output =
+    input) would see zero padding at its tile border, so ``trim`` pixels of
+    context, its whole ``context_radius()`` rounded up to the pooling grid, are
+    added around each tile and cut from its output.
+    """
+    size_in = input_size_for_output(model, tile)
+    align = model.valid_input_size(size_in + 1) - size_in
+    size_out = model.output_size(size_in)
+    trim = 0 if size_out < size_in else -(-model.context_radius() // align) * align
+    size_in = input_size_for_output(model, size_out + 2 * trim)
+    size_out = model.output_size(size_in)
+    margin = (size_in - size_out) // 2
+    step = (size_out - 2 * trim) // align * align
+    while step < 1:
+        size_in = model.valid_input_size(size_in + 1)
+        size_out = model.output_size(size_in)
+        margin = (size_in - size_out) // 2
+        step = (size_out - 2 * trim) // align * align
+    return size_in, margin, trim, step
+
+
 def predict_logits(model, image, tile=None, batch_size=4):
     """float32 (K, H, W) logits of ``model`` for a host image (C, H, W) of any size.
 
-    tile: the wanted output tile edge; default min(192, max(H, W)). The tile used
-    is the output of the smallest valid input that reaches it. Tiles run through
-    ``model.forward`` ``batch_size`` at a time on ``model.device``; put the model
-    in eval mode first.
+    tile: the wanted output tile edge; default min(192, max(H, W)). Tiles of the
+    mirror-padded image run through ``model.forward`` ``batch_size`` at a time
+    on ``model.device`` and are stitched on the pooling grid (see
+    tile_geometry), so for a valid network the result equals one pass over the
+    whole mirror-padded image, whatever the tile size (to float rounding; for a
+    same-padded network too). Put the model in eval mode first.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
@@ -66,14 +96,14 @@ def predict_logits(model, image, tile=None, batch_size=4):
     if batch_size < 1:
         raise ValueError(f"predict_logits: batch_size must be >= 1, got {batch_size}")
     height, width = image.shape[1:]
-    size_in = input_size_for_output(model, tile or min(DEFAULT_OUTPUT_TILE, max(height, width)))
-    size_out = model.output_size(size_in)
-    margin = (size_in - size_out) // 2
-    rows, cols = math.ceil(height / size_out), math.ceil(width / size_out)
-    context = mirror_crop(
-        image, -margin, -margin, (rows - 1) * size_out + size_in, (cols - 1) * size_out + size_in
-    )
-    corners = [(r * size_out, c * size_out) for r in range(rows) for c in range(cols)]
+    size_in, margin, trim, step = tile_geometry(
+        model, tile or min(DEFAULT_OUTPUT_TILE, max(height, width)))
+    size_out = size_in - 2 * margin
+    rows, cols = math.ceil(height / step), math.ceil(width / step)
+    offset = margin + trim
+    context = mirror_crop(image, -offset, -offset, (rows - 1) * step + size_in,
+                          (cols - 1) * step + size_in)
+    corners = [(r * step, c * step) for r in range(rows) for c in range(cols)]
     logits = None
     for first in range(0, len(corners), batch_size):
         batch = corners[first : first + batch_size]
@@ -85,9 +115,10 @@ def predict_logits(model, image, tile=None, batch_size=4):
                 f"{size_out}) with N = {len(batch)}, got {out.shape}"
             )
         if logits is None:
-            logits = np.empty((out.shape[1], rows * size_out, cols * size_out), np.float32)
+            logits = np.empty((out.shape[1], rows * step, cols * step), np.float32)
         for (y, x), tile_logits in zip(batch, out, strict=True):
-            logits[:, y : y + size_out, x : x + size_out] = tile_logits
+            logits[:, y : y + step, x : x + step] = tile_logits[:, trim : trim + step,
+                                                                trim : trim + step]
     return logits[:, :height, :width]
 
 
@@ -116,5 +147,6 @@ def random_tile(image, mask, weight, *, input_size, output_size, rng):
     margin = (input_size - output_size) // 2
     image_tile = mirror_crop(image, top - margin, left - margin, input_size, input_size)
     mask_tile = mirror_crop(mask, top, left, output_size, output_size)
-    weight_tile = None if weight is None else mirror_crop(weight, top, left, output_size, output_size)
-    return image_tile, mask_tile, weight_tile
+    if weight is not None:
+        weight = mirror_crop(weight, top, left, output_size, output_size)
+    return image_tile, mask_tile, weight

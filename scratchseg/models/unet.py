@@ -178,6 +178,15 @@ class UNet:
             size += 1
         return size
 
+    def context_radius(self):
+        """Pixels of input on each side that one output pixel depends on: 3 * 2^(depth+1) - 4.
+
+        Each 3x3 convolution at level l (pooled l times) reaches 2^l pixels
+        further: two per block on the way down, two in the bottleneck, two per
+        block on the way up. It is the valid network's margin, 92 for depth 4.
+        """
+        return 3 * 2 ** (self.config["depth"] + 1) - 4
+
     def _trace_size(self, n):
         """Follow an edge length through the network; None where it breaks."""
         if not isinstance(n, int) or n < 1:
