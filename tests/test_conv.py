@@ -229,12 +229,15 @@ def test_col2im_is_the_adjoint_of_im2col(case):
     x, w = case["x"], case["w"]
     kernel = w.shape[2:]
     stride = case["stride"] if isinstance(case["stride"], tuple) else (case["stride"],) * 2
-    out = ((x.shape[2] - kernel[0]) // stride[0] + 1, (x.shape[3] - kernel[1]) // stride[1] + 1)
+    pad = case["padding"] if isinstance(case["padding"], tuple) else (case["padding"],) * 2
+    out = tuple((x.shape[2 + a] + 2 * pad[a] - kernel[a]) // stride[a] + 1 for a in (0, 1))
     if min(out) < 1:
         return
-    cols = im2col(x, kernel, stride, out)
+    cols = im2col(x, kernel, stride, pad, out)
+    padded = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    assert np.array_equal(cols, im2col(padded, kernel, stride, (0, 0), out))
     c = np.random.default_rng(3).standard_normal(cols.shape)
-    back = col2im(c, x.shape, kernel, stride, out)
+    back = col2im(c, x.shape, kernel, stride, pad, out)
     assert back.shape == x.shape
     assert np.isclose((cols * c).sum(), (x * back).sum(), rtol=1e-12, atol=1e-12)
 

@@ -20,6 +20,7 @@ from scratchseg.functional._checks import (
     check_same_dtype,
     pair,
 )
+from scratchseg.functional.workspace import scratch
 
 
 def _window(start, stride, count):
@@ -27,40 +28,60 @@ def _window(start, stride, count):
     return slice(start, start + stride * (count - 1) + 1, stride)
 
 
-def im2col(x, kernel, stride, out_size):
-    """(N, C, H, W) -> columns (C*kH*kW, N*H'*W').
+def _tap(offset, stride, pad, size_in, size_out):
+    """Kernel offset ``offset`` along one axis: (output range, input slice) of the taps
+    that land inside the unpadded input, row s*h + offset - pad in [0, size_in)."""
+    first = max(0, -(-(pad - offset) // stride))
+    last = min(size_out, (size_in - 1 + pad - offset) // stride + 1)
+    if last <= first:
+        return slice(0, 0), slice(0, 0)
+    return slice(first, last), _window(stride * first + offset - pad, stride, last - first)
 
-    cols[(c, i, j), (n, h, w)] = x[n, c, s_h*h + i, s_w*w + j]; one strided
-    slice copy per kernel offset (i, j), never a loop over pixels. Putting
-    the batch inside the column index makes every convolution one 2-D GEMM
-    (batched small GEMMs and transposed batched views are far slower in BLAS).
+
+def im2col(x, kernel, stride, padding, out_size, out=None):
+    """(N, C, H, W) -> columns (C*kH*kW, N*H'*W'), zero padding built in.
+
+    cols[(c, i, j), (n, h, w)] = x[n, c, s h + i - p, s w + j - p], 0 outside x:
+    one strided slice copy per kernel offset (i, j), never a loop over pixels,
+    and no padded copy of x. With the batch inside the column index every
+    convolution is one 2-D GEMM. ``out``: a buffer of the columns' shape.
     """
     xp = get_array_module(x)
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
-    n, c = x.shape[:2]
-    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_size
+    n, c, h, w = x.shape
+    shape = (c * kh * kw, n * oh * ow)
+    cols = (xp.empty(shape, dtype=x.dtype) if out is None else out).reshape(c, kh, kw, n, oh, ow)
     x_cn = x.transpose(1, 0, 2, 3)
     for i in range(kh):
+        rows, src_rows = _tap(i, sh, ph, h, oh)
         for j in range(kw):
-            cols[:, i, j] = x_cn[:, :, _window(i, sh, oh), _window(j, sw, ow)]
-    return cols.reshape(c * kh * kw, n * oh * ow)
+            columns, src_columns = _tap(j, sw, pw, w, ow)
+            tap = cols[:, i, j]
+            tap[:, :, :rows.start] = 0  # the strips of taps that fall on the padding
+            tap[:, :, rows.stop:] = 0
+            tap[:, :, :, :columns.start] = 0
+            tap[:, :, :, columns.stop:] = 0
+            tap[:, :, rows, columns] = x_cn[:, :, src_rows, src_columns]
+    return cols.reshape(shape)
 
 
-def col2im(cols, shape, kernel, stride, out_size):
-    """The adjoint of im2col: sum columns (C*kH*kW, N*H'*W') back onto an NCHW array.
+def col2im(cols, shape, kernel, stride, padding, out_size):
+    """The adjoint of im2col: sum columns (C*kH*kW, N*H'*W') back onto an (N, C, H, W) array.
 
-    x[n, c, s_h*h + i, s_w*w + j] += cols[(c, i, j), (n, h, w)], as kH*kW
-    strided slice additions (overlapping windows add up).
+    x[n, c, s h + i - p, s w + j - p] += cols[(c, i, j), (n, h, w)] where that
+    lands inside x: kH*kW strided slice additions (overlapping windows add up).
     """
     xp = get_array_module(cols)
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
-    n, c = shape[:2]
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_size
+    n, c, h, w = shape
     cols = cols.reshape(c, kh, kw, n, oh, ow)
     x = xp.zeros(shape, dtype=cols.dtype)
     x_cn = x.transpose(1, 0, 2, 3)
     for i in range(kh):
+        rows, src_rows = _tap(i, sh, ph, h, oh)
         for j in range(kw):
-            x_cn[:, :, _window(i, sh, oh), _window(j, sw, ow)] += cols[:, i, j]
+            columns, src_columns = _tap(j, sw, pw, w, ow)
+            x_cn[:, :, src_rows, src_columns] += cols[:, i, j, :, rows, columns]
     return x
 
 
@@ -75,20 +96,8 @@ def _from_channel_major(a, n, size):
     return xp.ascontiguousarray(a.reshape(a.shape[0], n, *size).transpose(1, 0, 2, 3))
 
 
-def _pad(x, padding):
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
-    xp = get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
-def _crop(x, padding, size):
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
-    xp = get_array_module(x)
-    return xp.ascontiguousarray(x[:, :, ph : ph + size[0], pw : pw + size[1]])
+def _columns(xp, rows, n, out_size, dtype):
+    return scratch(xp, (rows, n * out_size[0] * out_size[1]), dtype)
 
 
 def _check_conv(op, x, w, b, stride, padding, weight_layout):
@@ -139,9 +148,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             f"{op}: kernel {kh}x{kw} is larger than the padded input "
             f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}"
         )
-    cols = im2col(_pad(x, padding), (kh, kw), stride, out_size)
+    xp = get_array_module(x)
+    cols = im2col(x, (kh, kw), stride, padding, out_size,
+                  out=_columns(xp, x.shape[1] * kh * kw, n, out_size, x.dtype))
     y = w.reshape(o, -1) @ cols
-    del cols
     if b is not None:
         y += b[:, None]
     cache = (x, w, b is not None, stride, padding, out_size)
@@ -151,17 +161,16 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dy, cache):
     """dx = col2im(W^T @ dY), dW = dY @ cols^T, db = sum_{n,h,w} dy (dY: (O, N H' W'))."""
     x, w, has_bias, stride, padding, out_size = cache
-    get_array_module(dy, x)  # raises on mixed NumPy/CuPy
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     _check_grad_shape("conv2d_backward", dy, (n, o, *out_size))
+    xp = get_array_module(dy, x)
     dy_mat = _to_channel_major(dy)
-    cols = im2col(_pad(x, padding), (kh, kw), stride, out_size)
+    cols = im2col(x, (kh, kw), stride, padding, out_size,
+                  out=_columns(xp, c * kh * kw, n, out_size, x.dtype))
     dw = (dy_mat @ cols.T).reshape(w.shape)
-    del cols
-    dcols = w.reshape(o, -1).T @ dy_mat
-    padded_shape = (n, c, h + 2 * padding[0], wd + 2 * padding[1])
-    dx = _crop(col2im(dcols, padded_shape, (kh, kw), stride, out_size), padding, (h, wd))
+    dcols = xp.matmul(w.reshape(o, -1).T, dy_mat, out=cols)  # the columns are done with
+    dx = col2im(dcols, x.shape, (kh, kw), stride, padding, out_size)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 
@@ -183,8 +192,10 @@ def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
             f"{op}: padding {padding} leaves no output for input {h}x{wd}, "
             f"kernel {kh}x{kw}, stride {stride}"
         )
-    cols = w.reshape(c, -1).T @ _to_channel_major(x)
-    y = _crop(col2im(cols, (n, o, *full), (kh, kw), stride, (h, wd)), padding, out_size)
+    xp = get_array_module(x)
+    cols = xp.matmul(w.reshape(c, -1).T, _to_channel_major(x),
+                     out=_columns(xp, o * kh * kw, n, (h, wd), x.dtype))
+    y = col2im(cols, (n, o, *out_size), (kh, kw), stride, padding, (h, wd))
     if b is not None:
         y += b[:, None, None]
     return y, (x, w, b is not None, stride, padding, out_size)
@@ -193,11 +204,12 @@ def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
 def conv_transpose2d_backward(dy, cache):
     """dx = W (C, O kH kW) @ im2col(dy_pad), dW = X @ im2col(dy_pad)^T (X: (C, N H W))."""
     x, w, has_bias, stride, padding, out_size = cache
-    get_array_module(dy, x)  # raises on mixed NumPy/CuPy
     n, c, h, wd = x.shape
     _, o, kh, kw = w.shape
     _check_grad_shape("conv_transpose2d_backward", dy, (n, o, *out_size))
-    cols = im2col(_pad(dy, padding), (kh, kw), stride, (h, wd))
+    xp = get_array_module(dy, x)
+    cols = im2col(dy, (kh, kw), stride, padding, (h, wd),
+                  out=_columns(xp, o * kh * kw, n, (h, wd), dy.dtype))
     dw = (_to_channel_major(x) @ cols.T).reshape(w.shape)
     dx = _from_channel_major(w.reshape(c, -1) @ cols, n, (h, wd))
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None

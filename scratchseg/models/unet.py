@@ -179,13 +179,16 @@ class UNet:
         return size
 
     def context_radius(self):
-        """Pixels of input on each side that one output pixel depends on: 3 * 2^(depth+1) - 4.
+        """Pixels of input on either side that one output pixel may depend on: 7 * 2^depth - 5.
 
         Each 3x3 convolution at level l (pooled l times) reaches 2^l pixels
         further: two per block on the way down, two in the bottleneck, two per
-        block on the way up. It is the valid network's margin, 92 for depth 4.
+        block on the way up, 3 * 2^(depth+1) - 4 in all (the valid network's
+        margin, 92 for depth 4). The 2x2 max-pool into level l and the
+        up-convolution out of it add up to 2^(l-1) pixels on one side, by where
+        the pixel sits in its pooling window: 2^depth - 1 more, 107 for depth 4.
         """
-        return 3 * 2 ** (self.config["depth"] + 1) - 4
+        return 7 * 2 ** self.config["depth"] - 5
 
     def _trace_size(self, n):
         """Follow an edge length through the network; None where it breaks."""

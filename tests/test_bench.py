@@ -1,0 +1,115 @@
+"""The benchmark tooling runs end to end (--quick) and reports what it promises.
+
+Nothing here asserts on speed: the numbers depend on the machine and its load.
+"""
+
+import json
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+from scratchseg import bench
+
+HAS_TORCH = find_spec("torch") is not None
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_reference_ops_cover_every_unet_level():
+    specs = bench.op_specs(bench.reference_config())
+    shapes = {(s["name"], s["shape"]): s["count"] for s in specs}
+    for c_in, c_out, size, count in [(1, 32, 256, 1), (32, 32, 256, 2), (32, 64, 128, 1),
+                                     (64, 64, 128, 2), (256, 512, 16, 1), (512, 512, 16, 1),
+                                     (512, 256, 32, 1), (64, 32, 256, 1)]:
+        assert shapes[("conv2d", f"1x{c_in}x{size}x{size} -> {c_out}, 3x3 p1")] == count
+    for c in (256, 128, 64, 32):
+        assert ("conv_transpose2d", f"1x{2 * c}x{4096 // c}x{4096 // c} -> {c}, 2x2 s2") in shapes
+        assert ("concat", f"1x{c}x{8192 // c}x{8192 // c} + 1x{c}x{8192 // c}x{8192 // c}") \
+            in shapes
+    pools = [s for s in specs if s["name"] == "max_pool2d"]
+    assert [s["shape"] for s in pools] == [f"1x{32 << i}x{256 >> i}x{256 >> i}, 2x2"
+                                           for i in range(4)]
+    assert shapes[("softmax_cross_entropy", "1x2x256x256")] == 1
+    # The convolutions' FLOPs add up to the summary's (which also counts ReLU and pooling).
+    step = bench.step_gflops(bench.reference_config())
+    conv = sum(s["flops"] * s["count"] for s in specs if s["flops"]) / 1e9
+    assert step == pytest.approx(72.27, abs=0.01)
+    assert 3 * conv == pytest.approx(step, rel=1e-3)
+
+
+def test_quick_run_end_to_end(tmp_path, capsys):
+    compare = "torch" if HAS_TORCH else "none"
+    path = tmp_path / "bench.json"
+    assert bench.main_from_args("numpy", compare, str(path), quick=True) == 0
+    out = capsys.readouterr().out
+    records = json.loads(path.read_text())
+    assert records and all(set(r) == set(bench.RECORD_KEYS) for r in records)
+    frameworks = ["scratchseg", "torch"] if HAS_TORCH else ["scratchseg"]
+    assert sorted({r["framework"] for r in records}) == frameworks
+    for framework in frameworks:
+        own = [r for r in records if r["framework"] == framework]
+        names = {(r["name"], r["pass"]) for r in own}
+        for op in ("conv2d", "conv_transpose2d", "max_pool2d", "relu", "concat",
+                   "softmax_cross_entropy"):
+            assert {(op, "forward"), (op, "backward")} <= names
+        assert {("unet_train_step", "step"), ("gemm", "forward")} <= names
+        step = next(r for r in own if r["name"] == "unet_train_step")
+        assert step["peak_rss_mib"] > 0 and step["gflops"] > 0
+        assert step["frac_gemm_peak"] > 0 and step["median_ms"] > 0
+        conv = next(r for r in own if r["name"] == "conv2d")
+        assert conv["gflops_per_s"] > 0 and conv["frac_gemm_peak"] > 0
+        relu = next(r for r in own if r["name"] == "relu")
+        assert relu["gflops"] is None and relu["frac_gemm_peak"] is None
+        assert all(len(r["times_ms"]) == r["repeats"] for r in own if r["name"] != "gemm")
+    assert "| op | shape |" in out and "| conv2d fwd | 1x1x16x16 -> 4, 3x3 p1 |" in out
+    assert "| U-Net train step:" in out and "| peak RSS MiB |" in out
+    assert "GEMM peak:" in out and "sum × count, backward" in out
+
+
+def test_tables_without_torch_show_dashes():
+    rec = dict.fromkeys(bench.RECORD_KEYS)
+    rec.update(name="relu", framework="scratchseg", backend="numpy", shape="1x4x8x8",
+               count=2, median_ms=0.5, pass_="forward")
+    rec["pass"] = "forward"
+    step = dict(rec, name="unet_train_step", shape="tiny", gflops=1.0, gflops_per_s=2.0,
+                frac_gemm_peak=0.5, peak_rss_mib=100.0, import_rss_mib=30.0)
+    step["pass"] = "step"
+    ops = bench.format_ops_table([rec])
+    assert "| relu fwd | 1x4x8x8 | 2 | 0.500 | - | - |" in ops
+    assert "| **sum × count, forward** | whole U-Net | | 1.00 | - | - |" in ops
+    table = bench.format_step_table([step])
+    assert "| peak RSS MiB | 100 | - | - |" in table and "| % of GEMM peak | 50 | - | - |" in table
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+def test_torch_unet_is_the_same_network():
+    import torch
+
+    from scratchseg.models import UNet
+
+    config = bench.reference_config(quick=True)
+    ours = UNet(config["in_channels"], config["num_classes"], config["base_channels"],
+                config["depth"], padding="same")
+    theirs = bench.build_torch_unet(config)
+    assert sorted(tuple(a.shape) for _, a in ours.parameters()) == \
+        sorted(tuple(p.shape) for p in theirs.parameters())
+    x = torch.zeros(1, config["in_channels"], config["size"], config["size"])
+    assert tuple(theirs(x).shape) == (1, config["num_classes"], config["size"], config["size"])
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="compare"):
+        bench.run("numpy", "tensorflow")
+    with pytest.raises(ValueError, match="which"):
+        bench.run("numpy", "none", which="everything")
+
+
+@pytest.mark.parametrize("script", ["bench_ops.py", "bench_step.py"])
+def test_scripts_parse_their_options(script):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for flag in ("--backend", "--compare", "--json", "--repeats", "--quick"):
+        assert flag in result.stdout
