@@ -126,6 +126,13 @@ def _summary(args):
     return 0
 
 
+def _bench(args):
+    from scratchseg.bench import main_from_args
+
+    return main_from_args(args.backend, args.compare, args.json, which=args.which,
+                          quick=args.quick, repeats=args.repeats, warmup=args.warmup)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="scratchseg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +186,13 @@ def build_parser():
     summary.add_argument("--input-size", type=int, default=None)
     summary.add_argument("--batch-size", type=int, default=1)
     summary.set_defaults(run=_summary)
+
+    from scratchseg.bench import add_arguments
+
+    bench = commands.add_parser(
+        "bench", help="time every U-Net op and a training step against PyTorch")
+    add_arguments(bench)
+    bench.set_defaults(run=_bench)
     return parser
 
 
