@@ -167,6 +167,27 @@ def test_conv_transpose2d_matches_torch(case, bias):
     _compare_with_torch(case, transposed=True, bias=bias)
 
 
+def _with_one_row_bands(case, transposed):
+    """Bands of one output row each must match PyTorch exactly like one big GEMM."""
+    import scratchseg.functional.conv as conv
+
+    saved, conv.BAND_BYTES = conv.BAND_BYTES, 1
+    try:
+        _compare_with_torch(case, transposed=transposed, bias=True)
+    finally:
+        conv.BAND_BYTES = saved
+
+
+@given(case=conv2d_cases())
+def test_conv2d_in_row_bands_matches_torch(case):
+    _with_one_row_bands(case, transposed=False)
+
+
+@given(case=conv_transpose2d_cases())
+def test_conv_transpose2d_in_row_bands_matches_torch(case):
+    _with_one_row_bands(case, transposed=True)
+
+
 def test_conv2d_output_size_is_pytorchs_floor(rng):
     x = rng.standard_normal((1, 1, 10, 9))
     w = rng.standard_normal((2, 1, 3, 2))

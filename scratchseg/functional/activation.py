@@ -1,19 +1,21 @@
 """The rectified linear unit."""
 
+from scratchseg.backend import get_array_module
 from scratchseg.functional._checks import check_float_array
 
 
 def relu_forward(x):
-    """y = max(x, 0). The cache is the mask x > 0 (one byte per element)."""
+    """y = max(x, 0). The cache is y itself: y > 0 exactly where x > 0, and the next
+    layer keeps y as its input anyway, so the cache costs no memory of its own."""
     check_float_array(x, "x", "relu")
-    mask = x > 0
-    return x * mask, mask
+    y = get_array_module(x).maximum(x, 0)
+    return y, y
 
 
 def relu_backward(dy, cache):
-    """dx = dy * [x > 0]; the gradient at x == 0 is 0, as in PyTorch."""
-    mask = cache
-    if dy.shape != mask.shape:
-        raise ValueError(f"relu_backward: dy must have the output's shape {tuple(mask.shape)}, "
+    """dx = dy * [y > 0]; the gradient at x == 0 is 0, as in PyTorch."""
+    y = cache
+    if dy.shape != y.shape:
+        raise ValueError(f"relu_backward: dy must have the output's shape {tuple(y.shape)}, "
                          f"got {tuple(dy.shape)}")
-    return dy * mask
+    return dy * (y > 0)

@@ -28,40 +28,45 @@ def _window(start, stride, count):
     return slice(start, start + stride * (count - 1) + 1, stride)
 
 
-def _tap(offset, stride, pad, size_in, size_out):
-    """Kernel offset ``offset`` along one axis: (output range, input slice) of the taps
-    that land inside the unpadded input, row s*h + offset - pad in [0, size_in)."""
-    first = max(0, -(-(pad - offset) // stride))
-    last = min(size_out, (size_in - 1 + pad - offset) // stride + 1)
+def _tap(offset, stride, pad, size_in, start, stop):
+    """Kernel offset ``offset`` along one axis, output positions [start, stop): the
+    (output range relative to start, input slice) of the taps that land inside the
+    unpadded input, input row s*h + offset - pad in [0, size_in)."""
+    first = max(start, -(-(pad - offset) // stride))
+    last = min(stop, (size_in - 1 + pad - offset) // stride + 1)
     if last <= first:
         return slice(0, 0), slice(0, 0)
-    return slice(first, last), _window(stride * first + offset - pad, stride, last - first)
+    return (slice(first - start, last - start),
+            _window(stride * first + offset - pad, stride, last - first))
 
 
-def im2col(x, kernel, stride, padding, out_size, out=None):
+def im2col(x, kernel, stride, padding, out_size, out=None, rows=None):
     """(N, C, H, W) -> columns (C*kH*kW, N*H'*W'), zero padding built in.
 
     cols[(c, i, j), (n, h, w)] = x[n, c, s h + i - p, s w + j - p], 0 outside x:
     one strided slice copy per kernel offset (i, j), never a loop over pixels,
     and no padded copy of x. With the batch inside the column index every
-    convolution is one 2-D GEMM. ``out``: a buffer of the columns' shape.
+    convolution is one 2-D GEMM. ``rows=(r0, r1)`` builds the columns of output
+    rows r0..r1-1 only; ``out`` is a buffer of the columns' shape.
     """
     xp = get_array_module(x)
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_size
+    r0, r1 = rows or (0, oh)
     n, c, h, w = x.shape
-    shape = (c * kh * kw, n * oh * ow)
-    cols = (xp.empty(shape, dtype=x.dtype) if out is None else out).reshape(c, kh, kw, n, oh, ow)
+    shape = (c * kh * kw, n * (r1 - r0) * ow)
+    cols = (xp.empty(shape, dtype=x.dtype) if out is None else out)
+    cols = cols.reshape(c, kh, kw, n, r1 - r0, ow)
     x_cn = x.transpose(1, 0, 2, 3)
     for i in range(kh):
-        rows, src_rows = _tap(i, sh, ph, h, oh)
+        dst_rows, src_rows = _tap(i, sh, ph, h, r0, r1)
         for j in range(kw):
-            columns, src_columns = _tap(j, sw, pw, w, ow)
+            dst_columns, src_columns = _tap(j, sw, pw, w, 0, ow)
             tap = cols[:, i, j]
-            tap[:, :, :rows.start] = 0  # the strips of taps that fall on the padding
-            tap[:, :, rows.stop:] = 0
-            tap[:, :, :, :columns.start] = 0
-            tap[:, :, :, columns.stop:] = 0
-            tap[:, :, rows, columns] = x_cn[:, :, src_rows, src_columns]
+            tap[:, :, :dst_rows.start] = 0  # the strips of taps that fall on the padding
+            tap[:, :, dst_rows.stop:] = 0
+            tap[:, :, :, :dst_columns.start] = 0
+            tap[:, :, :, dst_columns.stop:] = 0
+            tap[:, :, dst_rows, dst_columns] = x_cn[:, :, src_rows, src_columns]
     return cols.reshape(shape)
 
 
@@ -78,9 +83,9 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     x = xp.zeros(shape, dtype=cols.dtype)
     x_cn = x.transpose(1, 0, 2, 3)
     for i in range(kh):
-        rows, src_rows = _tap(i, sh, ph, h, oh)
+        rows, src_rows = _tap(i, sh, ph, h, 0, oh)
         for j in range(kw):
-            columns, src_columns = _tap(j, sw, pw, w, ow)
+            columns, src_columns = _tap(j, sw, pw, w, 0, ow)
             x_cn[:, :, src_rows, src_columns] += cols[:, i, j, :, rows, columns]
     return x
 
@@ -90,14 +95,46 @@ def _to_channel_major(a):
     return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
 
 
-def _from_channel_major(a, n, size):
-    """(C, N*H*W) -> contiguous (N, C, H, W)."""
-    xp = get_array_module(a)
-    return xp.ascontiguousarray(a.reshape(a.shape[0], n, *size).transpose(1, 0, 2, 3))
+BAND_BYTES = 4 * 2**20
 
 
-def _columns(xp, rows, n, out_size, dtype):
-    return scratch(xp, (rows, n * out_size[0] * out_size[1]), dtype)
+def _row_bands(out_rows, bytes_per_row):
+    """Bands of output rows whose columns take about BAND_BYTES.
+
+    im2col writes one band and the GEMM reads it back while it is still in
+    cache, instead of streaming a kH*kW times larger matrix through memory
+    twice: on a 64-channel 256x256 layer that traffic, not the arithmetic,
+    set the speed.
+    """
+    step = max(1, BAND_BYTES // max(bytes_per_row, 1))
+    return [(r, min(r + step, out_rows)) for r in range(0, out_rows, step)]
+
+
+def _conv_gemm(x, w_mat, kernel, stride, padding, out_size):
+    """(N, O, H', W') = W (O, C kH kW) @ im2col(x), one band of output rows at a time."""
+    xp = get_array_module(x)
+    n, c = x.shape[:2]
+    (oh, ow), rows_k = out_size, w_mat.shape[1]
+    y = xp.empty((n, w_mat.shape[0], oh, ow), dtype=x.dtype)
+    y_by_channel = y.transpose(1, 0, 2, 3)
+    for r0, r1 in _row_bands(oh, rows_k * n * ow * x.dtype.itemsize):
+        cols = im2col(x, kernel, stride, padding, out_size, rows=(r0, r1),
+                      out=scratch(xp, (rows_k, n * (r1 - r0) * ow), x.dtype))
+        y_by_channel[:, :, r0:r1] = (w_mat @ cols).reshape(-1, n, r1 - r0, ow)
+    return y
+
+
+def _conv_weight_grad(x, dy, kernel, stride, padding):
+    """dW (O, C kH kW) = dY (O, N H' W') @ im2col(x)^T, summed over bands of output rows."""
+    xp = get_array_module(x, dy)
+    n, o, oh, ow = dy.shape
+    rows_k = x.shape[1] * kernel[0] * kernel[1]
+    dw = xp.zeros((o, rows_k), dtype=x.dtype)
+    for r0, r1 in _row_bands(oh, rows_k * n * ow * x.dtype.itemsize):
+        cols = im2col(x, kernel, stride, padding, (oh, ow), rows=(r0, r1),
+                      out=scratch(xp, (rows_k, n * (r1 - r0) * ow), x.dtype))
+        dw += _to_channel_major(dy[:, :, r0:r1]) @ cols.T
+    return dw
 
 
 def _check_conv(op, x, w, b, stride, padding, weight_layout):
@@ -134,8 +171,9 @@ def _check_grad_shape(op, dy, expected):
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """y[n, o] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, s h + i, s w + j] + b[o].
 
-    As a GEMM: Y = W (O, C kH kW) @ im2col(x_pad) (C kH kW, N H' W'). The cache keeps x,
-    not the kH*kW times larger columns; the backward rebuilds them.
+    As a GEMM: Y = W (O, C kH kW) @ im2col(x) (C kH kW, N H' W'), one cache-sized band of
+    output rows at a time. The cache keeps x, not the kH*kW times larger columns; the
+    backward rebuilds them.
     """
     op = "conv2d"
     stride, padding = _check_conv(op, x, w, b, stride, padding, "out_in")
@@ -148,29 +186,35 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             f"{op}: kernel {kh}x{kw} is larger than the padded input "
             f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}"
         )
-    xp = get_array_module(x)
-    cols = im2col(x, (kh, kw), stride, padding, out_size,
-                  out=_columns(xp, x.shape[1] * kh * kw, n, out_size, x.dtype))
-    y = w.reshape(o, -1) @ cols
+    y = _conv_gemm(x, w.reshape(o, -1), (kh, kw), stride, padding, out_size)
     if b is not None:
-        y += b[:, None]
-    cache = (x, w, b is not None, stride, padding, out_size)
-    return _from_channel_major(y, n, out_size), cache
+        y += b[:, None, None]
+    return y, (x, w, b is not None, stride, padding, out_size)
 
 
 def conv2d_backward(dy, cache):
-    """dx = col2im(W^T @ dY), dW = dY @ cols^T, db = sum_{n,h,w} dy (dY: (O, N H' W'))."""
+    """dW = dY @ im2col(x)^T, db = sum_{n,h,w} dy, dx = col2im(W^T @ dY) (dY: (O, N H' W')).
+
+    With stride 1 (and p <= k - 1) dx is the same sum computed as a convolution
+    of dy with the kernel flipped in space and transposed in channels, padded
+    by k - 1 - p: one im2col + GEMM instead of col2im's k*k read-modify-write
+    passes over dx.
+    """
     x, w, has_bias, stride, padding, out_size = cache
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     _check_grad_shape("conv2d_backward", dy, (n, o, *out_size))
     xp = get_array_module(dy, x)
-    dy_mat = _to_channel_major(dy)
-    cols = im2col(x, (kh, kw), stride, padding, out_size,
-                  out=_columns(xp, c * kh * kw, n, out_size, x.dtype))
-    dw = (dy_mat @ cols.T).reshape(w.shape)
-    dcols = xp.matmul(w.reshape(o, -1).T, dy_mat, out=cols)  # the columns are done with
-    dx = col2im(dcols, x.shape, (kh, kw), stride, padding, out_size)
+    dw = _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape)
+    flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
+    if stride == (1, 1) and min(flipped_padding) >= 0:
+        flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        dx = _conv_gemm(dy, flipped.reshape(c, -1), (kh, kw), (1, 1), flipped_padding, (h, wd))
+    else:
+        dcols = xp.matmul(w.reshape(o, -1).T, _to_channel_major(dy),
+                          out=scratch(xp, (c * kh * kw, n * out_size[0] * out_size[1]),
+                                      dy.dtype))
+        dx = col2im(dcols, x.shape, (kh, kw), stride, padding, out_size)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 
@@ -194,7 +238,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
         )
     xp = get_array_module(x)
     cols = xp.matmul(w.reshape(c, -1).T, _to_channel_major(x),
-                     out=_columns(xp, o * kh * kw, n, (h, wd), x.dtype))
+                     out=scratch(xp, (o * kh * kw, n * h * wd), x.dtype))
     y = col2im(cols, (n, o, *out_size), (kh, kw), stride, padding, (h, wd))
     if b is not None:
         y += b[:, None, None]
@@ -202,15 +246,14 @@ def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
 
 
 def conv_transpose2d_backward(dy, cache):
-    """dx = W (C, O kH kW) @ im2col(dy_pad), dW = X @ im2col(dy_pad)^T (X: (C, N H W))."""
+    """dx = W (C, O kH kW) @ im2col(dy), dW = X @ im2col(dy)^T (X: (C, N H W)): conv2d's
+    forward and weight gradient with the roles of x and dy swapped."""
     x, w, has_bias, stride, padding, out_size = cache
     n, c, h, wd = x.shape
     _, o, kh, kw = w.shape
     _check_grad_shape("conv_transpose2d_backward", dy, (n, o, *out_size))
-    xp = get_array_module(dy, x)
-    cols = im2col(dy, (kh, kw), stride, padding, (h, wd),
-                  out=_columns(xp, o * kh * kw, n, (h, wd), dy.dtype))
-    dw = (_to_channel_major(x) @ cols.T).reshape(w.shape)
-    dx = _from_channel_major(w.reshape(c, -1) @ cols, n, (h, wd))
+    get_array_module(dy, x)  # raises on mixed NumPy/CuPy
+    dw = _conv_weight_grad(dy, x, (kh, kw), stride, padding).reshape(w.shape)
+    dx = _conv_gemm(dy, w.reshape(c, -1), (kh, kw), stride, padding, (h, wd))
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db

@@ -31,7 +31,7 @@ def max_pool2d_forward(x, kernel_size=2, stride=None):
         candidate = x[:, :, _window(i, sh, out_h), _window(j, sw, out_w)]
         larger = candidate > y
         xp.copyto(y, candidate, where=larger)
-        argmax[larger] = offset
+        xp.copyto(argmax, offset, where=larger, casting="unsafe")
     cache = (argmax, x.shape, (kh, kw), (sh, sw))
     return y, cache
 
@@ -49,9 +49,12 @@ def max_pool2d_backward(dy, cache):
                          f"{tuple(argmax.shape)}, got {tuple(dy.shape)}")
     out_h, out_w = argmax.shape[2:]
     dx = xp.zeros(x_shape, dtype=dy.dtype)
+    overlapping = sh < kh or sw < kw
     for offset in range(kh * kw):
         i, j = divmod(offset, kw)
-        dx[:, :, _window(i, sh, out_h), _window(j, sw, out_w)] += xp.where(
-            argmax == offset, dy, 0
-        )
+        target = dx[:, :, _window(i, sh, out_h), _window(j, sw, out_w)]
+        if overlapping:  # windows share elements: their gradients add up
+            target += xp.where(argmax == offset, dy, 0)
+        else:  # each element belongs to one window: write in place, no temporary
+            xp.multiply(dy, argmax == offset, out=target)
     return dx

@@ -37,7 +37,9 @@ def concat_backward(dy, cache):
     xp = get_array_module(dy)
     c_skip = skip_shape[1]
     h, w = dy.shape[2:]
-    dskip = xp.zeros(skip_shape, dtype=dy.dtype)
-    dskip[:, :, top : top + h, left : left + w] = dy[:, :c_skip]
-    dx = xp.ascontiguousarray(dy[:, c_skip:])
-    return dskip, dx
+    if tuple(skip_shape[2:]) == (h, w):  # nothing was cropped: the split is two views
+        dskip = dy[:, :c_skip]
+    else:
+        dskip = xp.zeros(skip_shape, dtype=dy.dtype)
+        dskip[:, :, top : top + h, left : left + w] = dy[:, :c_skip]
+    return dskip, xp.ascontiguousarray(dy[:, c_skip:])
