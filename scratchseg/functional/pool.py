@@ -5,13 +5,18 @@ from scratchseg.functional._checks import check_float_array, check_positive, pai
 from scratchseg.functional.conv import _window
 
 
+def _offset_views(x, kernel, stride, out_size):
+    """For each window offset (i, j), row-major: the strided view x[:, :, s h + i, s w + j]."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
+    return [x[:, :, _window(i, sh, oh), _window(j, sw, ow)] for i in range(kh) for j in range(kw)]
+
+
 def max_pool2d_forward(x, kernel_size=2, stride=None):
     """y[n, c, h, w] = max_{i,j} x[n, c, s h + i, s w + j], H' = (H - k) // s + 1.
 
-    The k*k window offsets are visited in row-major order and an offset only
-    takes over on a strictly larger value, so ``argmax`` records each window's
-    first maximum. The cache holds that offset (one byte per output) and x's
-    shape: nothing of the size of x.
+    k*k - 1 elementwise maxima of strided views. The cache is x and y: in a
+    network both are alive anyway (the ReLU before keeps x, the layer after
+    keeps y), so pooling adds no memory of its own.
     """
     op = "max_pool2d"
     check_float_array(x, "x", op, ndim=4)
@@ -23,38 +28,36 @@ def max_pool2d_forward(x, kernel_size=2, stride=None):
     if kh > h or kw > w:
         raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the input {h}x{w}")
     xp = get_array_module(x)
-    out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
-    y = x[:, :, _window(0, sh, out_h), _window(0, sw, out_w)].copy()
-    argmax = xp.zeros(y.shape, dtype=xp.uint8 if kh * kw < 256 else xp.int32)
-    for offset in range(1, kh * kw):
-        i, j = divmod(offset, kw)
-        candidate = x[:, :, _window(i, sh, out_h), _window(j, sw, out_w)]
-        larger = candidate > y
-        xp.copyto(y, candidate, where=larger)
-        xp.copyto(argmax, offset, where=larger, casting="unsafe")
-    cache = (argmax, x.shape, (kh, kw), (sh, sw))
-    return y, cache
+    out_size = ((h - kh) // sh + 1, (w - kw) // sw + 1)
+    views = _offset_views(x, (kh, kw), (sh, sw), out_size)
+    y = views[0].copy()
+    for view in views[1:]:
+        xp.maximum(y, view, out=y)
+    return y, (x, y, (kh, kw), (sh, sw))
 
 
 def max_pool2d_backward(dy, cache):
     """dx[n, c, s h + i, s w + j] += dy[n, c, h, w] where (i, j) is the window's first max.
 
-    Each window routes its whole gradient to exactly one input element, even
-    when several elements tie (all zero after a ReLU, say).
+    Offsets are visited in row-major order; the first one whose value equals
+    the window's max claims the window's whole gradient, even when several
+    elements tie (all zero after a ReLU, say).
     """
-    argmax, x_shape, (kh, kw), (sh, sw) = cache
+    x, y, kernel, stride = cache
     xp = get_array_module(dy)
-    if tuple(dy.shape) != tuple(argmax.shape):
+    if tuple(dy.shape) != tuple(y.shape):
         raise ValueError(f"max_pool2d_backward: dy must have the output's shape "
-                         f"{tuple(argmax.shape)}, got {tuple(dy.shape)}")
-    out_h, out_w = argmax.shape[2:]
-    dx = xp.zeros(x_shape, dtype=dy.dtype)
-    overlapping = sh < kh or sw < kw
-    for offset in range(kh * kw):
-        i, j = divmod(offset, kw)
-        target = dx[:, :, _window(i, sh, out_h), _window(j, sw, out_w)]
+                         f"{tuple(y.shape)}, got {tuple(dy.shape)}")
+    dx = xp.zeros(x.shape, dtype=dy.dtype)
+    overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
+    unclaimed = xp.ones(y.shape, dtype=bool)  # windows whose max has not been found yet
+    for view, target in zip(_offset_views(x, kernel, stride, y.shape[2:]),
+                            _offset_views(dx, kernel, stride, y.shape[2:])):
+        first_max = view == y
+        first_max &= unclaimed
+        unclaimed ^= first_max
         if overlapping:  # windows share elements: their gradients add up
-            target += xp.where(argmax == offset, dy, 0)
+            target += xp.where(first_max, dy, 0)
         else:  # each element belongs to one window: write in place, no temporary
-            xp.multiply(dy, argmax == offset, out=target)
+            xp.multiply(dy, first_max, out=target)
     return dx
