@@ -68,16 +68,17 @@ def render_scene(
     height,
     width,
     *,
-    num_objects=(3, 8),
-    radius=(7.0, 15.0),
-    max_occlusion=0.3,
-    class_intensity=(0.4, 0.65, 0.9),
-    intensity_spread=0.06,
-    background=(0.05, 0.25),
-    gradient=0.1,
-    noise_std=0.05,
+    num_objects,
+    radius,
+    max_occlusion,
+    class_intensity,
+    intensity_spread,
+    background,
+    gradient,
+    noise_std,
 ):
-    """Draw one scene from ``rng``; see :class:`SyntheticShapes` for the parameters."""
+    """Draw one scene from ``rng``; see :class:`SyntheticShapes` for the parameters and
+    their defaults."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     phi = rng.uniform(0, 2 * np.pi)
     ramp = ((yy - height / 2) * np.sin(phi) + (xx - width / 2) * np.cos(phi)) / max(height, width)
