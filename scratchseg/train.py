@@ -132,7 +132,8 @@ def training_step(model, optimizer, x, labels, weight_map=None, *,
                                                     reduction="sum")
     xp = get_array_module(logits)
     weight_sum = weight_map.sum() if weight_map is not None else labels.size
-    totals = communicator.allreduce(xp.asarray([loss_sum, weight_sum], dtype=xp.float64))
+    totals = communicator.allreduce(xp.stack([xp.asarray(v, dtype=xp.float64)
+                                              for v in (loss_sum, weight_sum)]))
     loss, norm = float(totals[0]), float(totals[1])
     model.backward(softmax_cross_entropy_backward(1.0 / norm, cache))
     if buckets is not None:
