@@ -116,18 +116,26 @@ def _row_bands(out_rows, bytes_per_row):
     return [(r, min(r + step, out_rows)) for r in range(0, out_rows, step)]
 
 
-def _conv_gemm(x, w_mat, kernel, stride, padding, out_size):
-    """(N, O, H', W') = W (O, C kH kW) @ im2col(x), one band of output rows at a time."""
+def _conv_gemm(x, w_mat, kernel, stride, padding, out_size, weight_grad_of=None):
+    """(N, O, H', W') = W (O, C kH kW) @ im2col(x), one band of output rows at a time.
+
+    With ``weight_grad_of`` (an array g of shape (N, G, H', W')) the same columns
+    also give G_mat @ im2col(x)^T, (G, C kH kW), returned beside the output: one
+    im2col serves both GEMMs of a backward pass.
+    """
     xp = get_array_module(x)
-    n, c = x.shape[:2]
-    (oh, ow), rows_k = out_size, w_mat.shape[1]
+    n, (oh, ow), rows_k = x.shape[0], out_size, w_mat.shape[1]
     y = xp.empty((n, w_mat.shape[0], oh, ow), dtype=x.dtype)
     y_by_channel = y.transpose(1, 0, 2, 3)
+    grad = None if weight_grad_of is None else xp.zeros((weight_grad_of.shape[1], rows_k),
+                                                        dtype=x.dtype)
     for r0, r1 in _row_bands(oh, rows_k * n * ow * x.dtype.itemsize):
         cols = im2col(x, kernel, stride, padding, out_size, rows=(r0, r1),
                       out=scratch(xp, (rows_k, n * (r1 - r0) * ow), x.dtype))
         y_by_channel[:, :, r0:r1] = (w_mat @ cols).reshape(-1, n, r1 - r0, ow)
-    return y
+        if grad is not None:
+            grad += _to_channel_major(weight_grad_of[:, :, r0:r1]) @ cols.T
+    return y if grad is None else (y, grad)
 
 
 def _conv_weight_grad(x, dy, kernel, stride, padding):
@@ -204,19 +212,24 @@ def conv2d_backward(dy, cache):
     With stride 1 (and p <= k - 1) dx is the same sum computed as a convolution
     of dy with the kernel flipped in space and transposed in channels, padded
     by k - 1 - p: one im2col + GEMM instead of col2im's k*k read-modify-write
-    passes over dx.
+    passes over dx. The same columns of dy give dW (flipped) as X @ im2col(dy)^T,
+    so the backward builds one set of columns, not two.
     """
     x, w, has_bias, stride, padding, out_size = cache
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     _check_grad_shape("conv2d_backward", dy, (n, o, *out_size))
     xp = get_array_module(dy, x)
-    dw = _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape)
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
     if stride == (1, 1) and min(flipped_padding) >= 0:
         flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = _conv_gemm(dy, flipped.reshape(c, -1), (kh, kw), (1, 1), flipped_padding, (h, wd))
+        dx, dw_flipped = _conv_gemm(dy, flipped.reshape(c, -1), (kh, kw), (1, 1),
+                                    flipped_padding, (h, wd), weight_grad_of=x)
+        # X @ im2col(dy)^T is dW with its kernel flipped and its channels swapped
+        dw = xp.ascontiguousarray(
+            dw_flipped.reshape(c, o, kh, kw)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     else:
+        dw = _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape)
         dcols = xp.matmul(w.reshape(o, -1).T, _to_channel_major(dy),
                           out=scratch(xp, (c * kh * kw, n * out_size[0] * out_size[1]),
                                       dy.dtype))
@@ -259,7 +272,8 @@ def conv_transpose2d_backward(dy, cache):
     _, o, kh, kw = w.shape
     _check_grad_shape("conv_transpose2d_backward", dy, (n, o, *out_size))
     get_array_module(dy, x)  # raises on mixed NumPy/CuPy
-    dw = _conv_weight_grad(dy, x, (kh, kw), stride, padding).reshape(w.shape)
-    dx = _conv_gemm(dy, w.reshape(c, -1), (kh, kw), stride, padding, (h, wd))
+    dx, dw = _conv_gemm(dy, w.reshape(c, -1), (kh, kw), stride, padding, (h, wd),
+                        weight_grad_of=x)
+    dw = dw.reshape(w.shape)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
