@@ -130,7 +130,8 @@ def _bench(args):
     from scratchseg.bench import main_from_args
 
     return main_from_args(args.backend, args.compare, args.json, which=args.which,
-                          quick=args.quick, repeats=args.repeats, warmup=args.warmup)
+                          quick=args.quick, repeats=args.repeats, warmup=args.warmup,
+                          rounds=args.rounds)
 
 
 def build_parser():

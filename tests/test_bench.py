@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchseg import bench
+from scratchseg import bench, bench_worker
 
 HAS_TORCH = find_spec("torch") is not None
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_torch_unet_is_the_same_network():
     config = bench.reference_config(quick=True)
     ours = UNet(config["in_channels"], config["num_classes"], config["base_channels"],
                 config["depth"], padding="same")
-    theirs = bench.build_torch_unet(config)
+    theirs = bench_worker.build_torch_unet(config)
     assert sorted(tuple(a.shape) for _, a in ours.parameters()) == \
         sorted(tuple(p.shape) for p in theirs.parameters())
     x = torch.zeros(1, config["in_channels"], config["size"], config["size"])
@@ -104,6 +104,30 @@ def test_bad_options_are_refused():
         bench.run("numpy", "tensorflow")
     with pytest.raises(ValueError, match="which"):
         bench.run("numpy", "none", which="everything")
+    with pytest.raises(ValueError, match="rounds"):
+        bench.run("numpy", "none", rounds=0)
+
+
+def _record(framework, median, times, rss=None):
+    rec = dict.fromkeys(bench.RECORD_KEYS)
+    rec.update(name="unet_train_step", framework=framework, shape="tiny", median_ms=median,
+               min_ms=min(times), times_ms=list(times), repeats=len(times), peak_rss_mib=rss)
+    rec["pass"] = "step"
+    return rec
+
+
+def test_rounds_merge_to_the_best_round():
+    rounds = [[_record("scratchseg", 30.0, [29.0, 30.0, 31.0], 100.0),
+               _record("torch", 20.0, [20.0])],
+              [_record("scratchseg", 10.0, [9.5, 10.0, 12.0], 120.0),
+               _record("torch", 25.0, [19.0])]]
+    merged = {r["framework"]: r for r in bench.merge_rounds(rounds)}
+    ours, theirs = merged["scratchseg"], merged["torch"]
+    assert ours["median_ms"] == 10.0 and ours["round_medians_ms"] == [30.0, 10.0]
+    assert ours["min_ms"] == 9.5 and ours["repeats"] == 6 and len(ours["times_ms"]) == 6
+    assert ours["peak_rss_mib"] == 120.0
+    assert theirs["median_ms"] == 20.0 and theirs["min_ms"] == 19.0
+    assert theirs["peak_rss_mib"] is None
 
 
 @pytest.mark.parametrize("script", ["bench_ops.py", "bench_step.py"])
@@ -111,5 +135,5 @@ def test_scripts_parse_their_options(script):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for flag in ("--backend", "--compare", "--json", "--repeats", "--quick"):
+    for flag in ("--backend", "--compare", "--json", "--repeats", "--rounds", "--quick"):
         assert flag in result.stdout

@@ -171,11 +171,12 @@ def _with_one_row_bands(case, transposed):
     """Bands of one output row each must match PyTorch exactly like one big GEMM."""
     import scratchseg.functional.conv as conv
 
-    saved, conv.BAND_BYTES = conv.BAND_BYTES, 1
+    saved = conv.BAND_BYTES, conv.SINGLE_BAND_BYTES
+    conv.BAND_BYTES, conv.SINGLE_BAND_BYTES = 1, 0
     try:
         _compare_with_torch(case, transposed=transposed, bias=True)
     finally:
-        conv.BAND_BYTES = saved
+        conv.BAND_BYTES, conv.SINGLE_BAND_BYTES = saved
 
 
 @given(case=conv2d_cases())

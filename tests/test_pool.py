@@ -149,3 +149,18 @@ def test_dtype_is_kept(dtype, rng):
     assert y.dtype == dtype
     dx = max_pool2d_backward(np.ones_like(y), cache)
     assert dx.dtype == dtype and dx.shape == x.shape
+
+
+def test_rows_and_columns_no_window_reaches_get_zero_gradient():
+    """Floor mode: the last row and column of a 7x5 input are in no 2x2 window. dx is built
+    in uninitialised memory, so poison the allocator's free memory first (NumPy reuses a
+    freed buffer of the same size)."""
+    x = distinct_values(np.random.default_rng(0), (1, 2, 7, 5))
+    y, cache = max_pool2d_forward(x, 2)
+    for _ in range(3):
+        poison = np.full(x.shape, np.nan)
+        del poison
+        dx = max_pool2d_backward(np.ones_like(y), cache)
+        assert np.isfinite(dx).all()
+        assert not dx[:, :, 6:].any() and not dx[:, :, :, 4:].any()
+        assert dx.sum() == y.size

@@ -102,6 +102,7 @@ def _to_channel_major(a):
 
 
 BAND_BYTES = 4 * 2**20
+SINGLE_BAND_BYTES = 24 * 2**20
 
 
 def _row_bands(out_rows, bytes_per_row):
@@ -110,8 +111,12 @@ def _row_bands(out_rows, bytes_per_row):
     im2col writes one band and the GEMM reads it back while it is still in
     cache, instead of streaming a kH*kW times larger matrix through memory
     twice: on a 64-channel 256x256 layer that traffic, not the arithmetic,
-    set the speed.
+    set the speed. Columns of up to SINGLE_BAND_BYTES (the deep, small layers,
+    where the GEMM's arithmetic dominates) stay in one band: splitting them
+    would only make the GEMMs smaller and slower.
     """
+    if out_rows * bytes_per_row <= SINGLE_BAND_BYTES:
+        return [(0, out_rows)]
     step = max(1, BAND_BYTES // max(bytes_per_row, 1))
     return [(r, min(r + step, out_rows)) for r in range(0, out_rows, step)]
 
@@ -127,17 +132,24 @@ def _conv_gemm(x, w_mat, kernel, stride, padding, out_size, weight_grad_of=None)
     n, (oh, ow), rows_k = x.shape[0], out_size, w_mat.shape[1]
     y = xp.empty((n, w_mat.shape[0], oh, ow), dtype=x.dtype)
     y_by_channel = y.transpose(1, 0, 2, 3)
-    # accumulated transposed, cols @ G^T: OpenBLAS runs this shape (many rows, few
-    # columns) up to 1.4x faster than G @ cols^T when G has few channels
-    grad_t = None if weight_grad_of is None else xp.zeros((rows_k, weight_grad_of.shape[1]),
-                                                          dtype=x.dtype)
+    grad_t = None
     for r0, r1 in _row_bands(oh, rows_k * n * ow * x.dtype.itemsize):
         cols = im2col(x, kernel, stride, padding, out_size, rows=(r0, r1),
                       out=scratch(xp, (rows_k, n * (r1 - r0) * ow), x.dtype))
-        y_by_channel[:, :, r0:r1] = (w_mat @ cols).reshape(-1, n, r1 - r0, ow)
-        if grad_t is not None:
-            grad_t += cols @ _to_channel_major(weight_grad_of[:, :, r0:r1]).T
-    return y if grad_t is None else (y, grad_t.T)
+        band = y_by_channel[:, :, r0:r1]
+        if n == 1:  # one image: the band's rows of y are a matrix the GEMM writes directly
+            xp.matmul(w_mat, cols, out=band.reshape(band.shape[0], -1))
+        else:
+            band[...] = (w_mat @ cols).reshape(band.shape)
+        if weight_grad_of is not None:
+            # accumulated transposed, cols @ G^T: OpenBLAS runs this shape (many rows, few
+            # columns) up to 1.4x faster than G @ cols^T when G has few channels
+            band_grad_t = cols @ _to_channel_major(weight_grad_of[:, :, r0:r1]).T
+            if grad_t is None:
+                grad_t = band_grad_t
+            else:
+                grad_t += band_grad_t
+    return y if weight_grad_of is None else (y, grad_t.T)
 
 
 def _conv_weight_grad(x, dy, kernel, stride, padding):

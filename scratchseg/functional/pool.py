@@ -41,23 +41,33 @@ def max_pool2d_backward(dy, cache):
 
     Offsets are visited in row-major order; the first one whose value equals
     the window's max claims the window's whole gradient, even when several
-    elements tie (all zero after a ReLU, say).
+    elements tie (all zero after a ReLU, say). The last offset needs no
+    comparison: it holds the max of every window still unclaimed.
     """
     x, y, kernel, stride = cache
     xp = get_array_module(dy)
     if tuple(dy.shape) != tuple(y.shape):
         raise ValueError(f"max_pool2d_backward: dy must have the output's shape "
                          f"{tuple(y.shape)}, got {tuple(dy.shape)}")
-    dx = xp.zeros(x.shape, dtype=dy.dtype)
     overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
+    if stride == kernel:  # the windows tile x: every element below is written once
+        dx = xp.empty(x.shape, dtype=dy.dtype)
+        dx[:, :, y.shape[2] * stride[0]:] = 0  # rows and columns no window reaches
+        dx[:, :, :, y.shape[3] * stride[1]:] = 0
+    else:
+        dx = xp.zeros(x.shape, dtype=dy.dtype)
+    views = _offset_views(x, kernel, stride, y.shape[2:])
+    targets = _offset_views(dx, kernel, stride, y.shape[2:])
     unclaimed = xp.ones(y.shape, dtype=bool)  # windows whose max has not been found yet
-    for view, target in zip(_offset_views(x, kernel, stride, y.shape[2:]),
-                            _offset_views(dx, kernel, stride, y.shape[2:])):
-        first_max = view == y
-        first_max &= unclaimed
-        unclaimed ^= first_max
+    for k, (view, target) in enumerate(zip(views, targets)):
+        if k == len(views) - 1:
+            first_max = unclaimed
+        else:
+            first_max = view == y
+            first_max &= unclaimed
+            unclaimed ^= first_max
         if overlapping:  # windows share elements: their gradients add up
             target += xp.where(first_max, dy, 0)
-        else:  # each element belongs to one window: write in place, no temporary
+        else:  # each element belongs to one window at most: write in place
             xp.multiply(dy, first_max, out=target)
     return dx

@@ -1,0 +1,294 @@
+"""The benchmark worker: one framework in its own process, timing what the parent asks.
+
+``python -m scratchseg.bench_worker FRAMEWORK --tasks step,ops --out FILE`` runs a GEMM
+block, the training step (its peak RSS read right after it, before any op benchmark
+allocates), every op of ``scratchseg.bench.op_specs`` forward and backward, and a second
+GEMM block, then writes its records as JSON. ``scratchseg.bench`` spawns it once per
+framework and round, so NumPy's OpenBLAS threads and PyTorch's never share a process.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy
+
+from scratchseg.bench import RECORD_KEYS, op_specs, reference_config, settings, step_label
+
+
+def build_torch_unet(config):
+    """The same U-Net (same padding) in torch.nn: what the PyTorch step benchmark trains."""
+    import torch
+    from torch import nn
+
+    def block(c_in, c):
+        return nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
+
+    widths = [config["base_channels"] * 2**level for level in range(config["depth"] + 1)]
+
+    class TorchUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.ModuleList(block(c_in, c) for c_in, c in
+                                         zip([config["in_channels"]] + widths[:-2], widths[:-1]))
+            self.bottleneck = block(widths[-2], widths[-1])
+            self.ups = nn.ModuleList(nn.ConvTranspose2d(2 * c, c, 2, stride=2)
+                                     for c in widths[-2::-1])
+            self.decoder = nn.ModuleList(block(2 * c, c) for c in widths[-2::-1])
+            self.head = nn.Conv2d(widths[0], config["num_classes"], 1)
+
+        def forward(self, x):
+            skips = []
+            for encode in self.encoder:
+                x = encode(x)
+                skips.append(x)
+                x = nn.functional.max_pool2d(x, 2)
+            x = self.bottleneck(x)
+            for up, decode, skip in zip(self.ups, self.decoder, reversed(skips)):
+                x = decode(torch.cat([skip, up(x)], dim=1))
+            return self.head(x)
+
+    return TorchUNet()
+
+
+def _peak_rss_mib():
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes / KiB
+
+
+def _time_calls(fn, sync, repeats, warmup):
+    for _ in range(warmup):
+        fn()
+        sync()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+class _Framework:
+    """What differs between scratchseg (NumPy/CuPy) and PyTorch: arrays, sync, ops, step."""
+
+    def __init__(self, name, backend):
+        self.name, self.backend = name, backend
+        self.device = "cuda" if backend == "cupy" else "cpu"
+        self.rng = numpy.random.default_rng(0)
+        if name == "torch":
+            import torch
+
+            self.torch = torch
+            self.library = f"torch {torch.__version__}"
+            self.threads = torch.get_num_threads()
+            if self.device == "cuda":  # full float32, as CuPy computes: no TF32 convs or GEMMs
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
+            self.sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+        else:
+            from scratchseg.backend import check_backend, synchronize
+
+            check_backend(backend)
+            self.library = f"{backend} {sys.modules.get(backend, numpy).__version__}"
+            self.threads = None
+            self.sync = lambda: synchronize(backend)
+
+    def array(self, *shape, scale=1.0, grad=True):
+        host = (self.rng.standard_normal(shape) * scale).astype(numpy.float32)
+        return self._wrap(host, grad)
+
+    def labels(self, classes, *shape):
+        return self._wrap(self.rng.integers(0, classes, shape), False)
+
+    def _wrap(self, host, grad):
+        if self.name == "torch":
+            tensor = self.torch.from_numpy(host).to(self.device)
+            return tensor.requires_grad_(grad) if tensor.is_floating_point() else tensor
+        from scratchseg.backend import to_device
+
+        return to_device(host, self.backend)
+
+    def op(self, spec):
+        """(forward, backward) callables for one op spec; the backward reuses one forward."""
+        a, labels = spec["args"], None
+        n, s, name = a["n"], a["s"], spec["name"]
+        if name in ("conv2d", "conv_transpose2d"):
+            k = a.get("k", 2)
+            c_in, c_out = a["c_in"], a["c_out"]
+            w_shape = (c_out, c_in, k, k) if name == "conv2d" else (c_in, c_out, k, k)
+            inputs = (self.array(n, c_in, s, s), self.array(*w_shape, scale=(2 / c_in) ** 0.5),
+                      self.array(c_out, scale=0.1))
+            options = dict(padding=a["pad"]) if name == "conv2d" else dict(stride=2)
+        elif name == "concat":
+            inputs, options = (self.array(n, a["c"], s, s), self.array(n, a["c"], s, s)), {}
+        elif name == "softmax_cross_entropy":
+            inputs, options = (self.array(n, a["c"], s, s),), {}
+            labels = self.labels(a["c"], n, s, s)
+        else:
+            inputs = (self.array(n, a["c"], s, s),)
+            options = dict(kernel_size=2) if name == "max_pool2d" else {}
+        if self.name == "torch":
+            return self._torch_op(name, inputs, options, labels)
+        from scratchseg import functional as F
+
+        fwd = getattr(F, f"{name}_forward")
+        bwd = getattr(F, f"{name}_backward")
+        if name == "softmax_cross_entropy":
+            forward = lambda: fwd(inputs[0], labels)  # noqa: E731
+            _, cache = forward()
+            return forward, lambda: bwd(1.0, cache)
+        forward = lambda: fwd(*inputs, **options)  # noqa: E731
+        y, cache = forward()
+        dy = self.array(*y.shape)
+        return forward, lambda: bwd(dy, cache)
+
+    def _torch_op(self, name, inputs, options, labels):
+        torch, F = self.torch, self.torch.nn.functional
+        fn = {"conv2d": F.conv2d, "conv_transpose2d": F.conv_transpose2d,
+              "max_pool2d": F.max_pool2d, "relu": F.relu,
+              "concat": lambda skip, x: torch.cat([skip, x], dim=1),
+              "softmax_cross_entropy": lambda z: F.cross_entropy(z, labels)}[name]
+        forward = lambda: fn(*inputs, **options)  # noqa: E731  (a graph, as in training)
+        y = forward()
+        dy = None if y.ndim == 0 else torch.randn_like(y)
+        return forward, lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True)
+
+    def step(self, config, lr):
+        """A training-step callable: zero_grad, forward, loss, backward, SGD(momentum 0.99)."""
+        n, c, s = config["batch"], config["in_channels"], config["size"]
+        x, labels = self.array(n, c, s, s, grad=False), self.labels(config["num_classes"], n, s, s)
+        if self.name == "torch":
+            model = build_torch_unet(config).to(self.device)
+            opt = self.torch.optim.SGD(model.parameters(), lr=lr, momentum=0.99)
+
+            def step():
+                opt.zero_grad()
+                loss = self.torch.nn.functional.cross_entropy(model(x), labels)
+                loss.backward()
+                opt.step()
+
+            return step
+        from scratchseg import functional as F
+        from scratchseg.models import UNet
+        from scratchseg.optim import SGD
+
+        model = UNet(c, config["num_classes"], config["base_channels"], config["depth"],
+                     padding="same", backend=self.backend)
+        opt = SGD(model, lr=lr, momentum=0.99)
+
+        def step():
+            model.zero_grad()
+            loss, cache = F.softmax_cross_entropy_forward(model.forward(x), labels)
+            model.backward(F.softmax_cross_entropy_backward(1.0, cache))
+            opt.step()
+
+        return step
+
+    def gemm(self, size):
+        a, b = self.array(size, size, grad=False), self.array(size, size, grad=False)
+        return (lambda: self.torch.mm(a, b)) if self.name == "torch" else (lambda: a @ b)
+
+    def device_peak_mib(self):
+        """Peak GPU memory (PyTorch's allocator peak; CuPy's pool size), None on the CPU."""
+        if self.device != "cuda":
+            return None
+        if self.name == "torch":
+            return self.torch.cuda.max_memory_allocated() / 2**20
+        return sys.modules["cupy"].get_default_memory_pool().total_bytes() / 2**20
+
+    def record(self, name, pass_, shape, times, warmup, **extra):
+        rec = dict.fromkeys(RECORD_KEYS)
+        rec.update(name=name, framework=self.name, shape=shape, times_ms=times,
+                   median_ms=statistics.median(times), min_ms=min(times), repeats=len(times),
+                   warmup=warmup, backend="torch" if self.name == "torch" else self.backend,
+                   device=self.device, library=self.library, threads=self.threads, **extra)
+        rec["pass"] = pass_
+        return rec
+
+
+def _gemm_record(fw, size, first_block, repeats, warmup):
+    second_block = _time_calls(fw.gemm(size), fw.sync, repeats, warmup)
+    rec = fw.record("gemm", "forward", f"{size}x{size} @ {size}x{size} float32",
+                    first_block + second_block, warmup, gflops=2 * size**3 / 1e9)
+    rec["median_ms"] = min(statistics.median(first_block), statistics.median(second_block))
+    return rec
+
+
+def _log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None, lr=1e-3):
+    """Run ``tasks`` ("step", "ops") for one framework in this process; return its result.
+
+    Order: a GEMM block, the step (its peak RSS read right after it, before any op
+    benchmark allocates), the ops, a second GEMM block. Returns {"records": [...],
+    "skipped": None or a reason}.
+    """
+    config, opts = reference_config(quick), settings(quick, repeats, warmup)
+    if framework == "torch" and backend == "cupy":
+        import torch
+
+        if not torch.cuda.is_available():
+            return {"records": [], "skipped": "PyTorch sees no CUDA device"}
+    fw = _Framework(framework, backend)
+    tag, warm, records = f"[{framework} {fw.device}]", opts["warmup"], []
+    import_rss = _peak_rss_mib()
+    gemm_times = _time_calls(fw.gemm(opts["gemm_n"]), fw.sync, max(3, opts["op_repeats"]),
+                             max(1, warm))
+    if "step" in tasks:
+        times = _time_calls(fw.step(config, lr), fw.sync, opts["step_repeats"], warm)
+        records.append(fw.record(
+            "unet_train_step", "step", step_label(config), times, warm, count=1,
+            peak_rss_mib=_peak_rss_mib(), import_rss_mib=import_rss,
+            peak_device_mib=fw.device_peak_mib()))
+        _log(f"{tag} unet_train_step {records[-1]['median_ms']:.1f} ms")
+    if "ops" in tasks:
+        for spec in op_specs(config):
+            forward, backward = fw.op(spec)
+            for pass_, fn in (("forward", forward), ("backward", backward)):
+                times = _time_calls(fn, fw.sync, opts["op_repeats"], warm)
+                flops = spec["flops"] and spec["flops"] * (1 if pass_ == "forward" else 2)
+                records.append(fw.record(spec["name"], pass_, spec["shape"], times, warm,
+                                         count=spec["count"], gflops=flops and flops / 1e9))
+                _log(f"{tag} {spec['name']} {pass_} {spec['shape']}: "
+                     f"{records[-1]['median_ms']:.3f} ms")
+            del forward, backward
+    # The GEMM peak: the faster of a block before and a block after the benchmarks, so a
+    # burst of load from elsewhere on the machine does not set it.
+    records.append(_gemm_record(fw, opts["gemm_n"], gemm_times, max(3, opts["op_repeats"]),
+                                max(1, warm)))
+    _log(f"{tag} gemm {opts['gemm_n']}^3: {records[-1]['median_ms']:.2f} ms")
+    return {"records": records, "skipped": None}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m scratchseg.bench_worker",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("framework", choices=("scratchseg", "torch"))
+    parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    parser.add_argument("--tasks", default="step,ops")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args(argv)
+    result = run_worker(args.framework, args.backend, args.tasks.split(","), args.quick,
+                        args.repeats, args.warmup, args.lr)
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
