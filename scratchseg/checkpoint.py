@@ -2,7 +2,10 @@
 
 A model file is a safetensors file (``safetensors.torch.load_file`` reads it into
 PyTorch tensors) whose string metadata holds ``format = "scratchseg-unet"``, the
-architecture ``config`` and the ``class_values`` as JSON. A training-state file
+architecture ``config`` and the ``class_values`` as JSON. Training adds PyTorch's
+``<bn>.num_batches_tracked`` beside every batch norm's running statistics
+(``add_batch_norm_counters``) so PyTorch loads the file with ``strict=True``;
+scratchseg's layers keep no such counter and drop it on loading. A training-state file
 is a safetensors file too: every array of the state (momentum buffers, a
 Mersenne-Twister key) is a tensor and the rest of the state (scalars, RNG
 state, metrics history) is JSON in the metadata, so nothing is pickled.
@@ -27,6 +30,7 @@ from scratchseg.backend import to_numpy
 MODEL_FORMAT = "scratchseg-unet"
 TRAINING_STATE_FORMAT = "scratchseg-training-state"
 _TENSOR_REF = "__tensor__"
+_RUNNING_MEAN, _BATCH_NORM_COUNTER = ".running_mean", ".num_batches_tracked"
 
 
 def _fsync_directory(folder):
@@ -149,6 +153,25 @@ def load_model(path):
     the arrays as NumPy arrays in the file's order. A ValueError says what is wrong."""
     arrays, metadata = _read(path, MODEL_FORMAT)
     return arrays, _loads(path, metadata, "config"), _loads(path, metadata, "class_values")
+
+
+def add_batch_norm_counters(state_dict, count):
+    """``state_dict`` plus PyTorch's ``<bn>.num_batches_tracked`` beside every
+    ``<bn>.running_mean``: an int64 scalar holding ``count``.
+
+    PyTorch's BatchNorm2d adds 1 per training forward and reads the counter only
+    when its momentum is None (a cumulative average); the trainer stores its
+    number of SGD steps, one forward each, what PyTorch's counter would hold.
+    """
+    counters = {name[:-len(_RUNNING_MEAN)] + _BATCH_NORM_COUNTER: numpy.array(count, numpy.int64)
+                for name in state_dict if name.endswith(_RUNNING_MEAN)}
+    return {**state_dict, **counters}
+
+
+def drop_batch_norm_counters(state_dict):
+    """``state_dict`` without the ``num_batches_tracked`` entries (scratchseg keeps none)."""
+    return {name: array for name, array in state_dict.items()
+            if not name.endswith(_BATCH_NORM_COUNTER)}
 
 
 def _split_arrays(tree, prefix, arrays):

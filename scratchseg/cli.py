@@ -3,9 +3,19 @@
 import argparse
 import json
 import sys
-from dataclasses import fields
+import traceback
+from pathlib import Path
 
 from scratchseg.backend import BACKENDS
+from scratchseg.models.unet import PADDINGS
+from scratchseg.optim import SCHEDULES
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line with a pointer to --help (exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _print_check_table(rows, first_column):
@@ -34,7 +44,7 @@ def _gradcheck(args):
     return 1 if failures else 0
 
 
-# train options: (flag, TrainOptions field, type or action, help)
+# train options: (flag, TrainOptions field, type, action or choices, help)
 _TRAIN_FLAGS = [
     ("--data", "data", str, "'synthetic' (built in) or a folder with images/ and masks/"),
     ("--epochs", "epochs", int, "epochs to train (on resume: the new total)"),
@@ -42,11 +52,11 @@ _TRAIN_FLAGS = [
     ("--lr", "lr", float, "base learning rate"),
     ("--momentum", "momentum", float, "SGD momentum (the paper used 0.99)"),
     ("--weight-decay", "weight_decay", float, "L2 weight decay"),
-    ("--schedule", "schedule", str, "learning-rate schedule: constant, step or cosine"),
+    ("--schedule", "schedule", SCHEDULES, "learning-rate schedule"),
     ("--warmup-steps", "warmup_steps", int, "linear warm-up steps"),
     ("--base-channels", "base_channels", int, "channels of the first level"),
     ("--depth", "depth", int, "number of 2x2 poolings"),
-    ("--padding", "padding", str, "valid (the paper's) or same"),
+    ("--padding", "padding", PADDINGS, "valid (the paper's) or same"),
     ("--batch-norm", "batch_norm", argparse.BooleanOptionalAction, "batch norm after convs"),
     ("--dropout", "dropout", float, "dropout at the end of the contracting path"),
     ("--tile", "tile", int, "output edge of a training tile"),
@@ -56,7 +66,7 @@ _TRAIN_FLAGS = [
     ("--augment", "augment", argparse.BooleanOptionalAction,
      "flips, rotations, elastic deformation, intensity jitter"),
     ("--seed", "seed", int, "seed of weights, split, tiles and augmentation"),
-    ("--backend", "backend", str, "numpy or cupy"),
+    ("--backend", "backend", BACKENDS, "array module"),
     ("--num-samples", "num_samples", int, "images in the synthetic dataset"),
     ("--image-size", "image_size", int, "edge of the synthetic images"),
     ("--trace", "trace", argparse.BooleanOptionalAction,
@@ -71,14 +81,16 @@ def _train(args):
     given = {name: getattr(args, name) for _, name, _, _ in _TRAIN_FLAGS
              if getattr(args, name) is not None}
     communicator = MPICommunicator() if args.distributed else ONE_PROCESS
+    args.communicator = communicator  # main() aborts every process on an error
     if args.resume:
-        options = resume_options(args.resume, **given)
-        out = args.out or args.resume
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise ValueError(f"--resume {args.resume} continues writing into {args.resume}; "
+                             f"drop --out {args.out} (copy the run folder first to branch it)")
+        options, out = resume_options(args.resume, **given), args.resume
     else:
         if not args.out:
             raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        defaults = {f.name: f.default for f in fields(TrainOptions)}
-        options, out = TrainOptions(**{**defaults, **given}), args.out
+        options, out = TrainOptions(**given), args.out
     trainer = Trainer(options, out, resume=bool(args.resume), progress=not args.quiet,
                       communicator=communicator)
     history = trainer.run()
@@ -119,7 +131,12 @@ def _summary(args):
 
     model = UNet(args.in_channels, args.num_classes, args.base_channels, args.depth,
                  args.padding, args.batch_norm, args.dropout)
-    size = args.input_size or model.valid_input_size(572 if args.padding == "valid" else 256)
+    for flag, value in (("--input-size", args.input_size), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    size = args.input_size
+    if size is None:
+        size = model.valid_input_size(572 if args.padding == "valid" else 256)
     print(f"U-Net {model.config}, input {size}x{size} -> output "
           f"{model.output_size(size)}x{model.output_size(size)}, batch {args.batch_size}")
     print(format_summary(unet_summary(model, size, args.batch_size)))
@@ -135,7 +152,7 @@ def _bench(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="scratchseg", description=__doc__)
+    parser = OneLineErrorParser(prog="scratchseg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser(
@@ -157,6 +174,8 @@ def build_parser():
     for flag, name, kind, text in _TRAIN_FLAGS:
         if kind is argparse.BooleanOptionalAction:
             train.add_argument(flag, dest=name, action=kind, default=None, help=text)
+        elif isinstance(kind, tuple):
+            train.add_argument(flag, dest=name, choices=kind, default=None, help=text)
         else:
             train.add_argument(flag, dest=name, type=kind, default=None, help=text)
     train.set_defaults(run=_train)
@@ -198,15 +217,34 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad option already reported in one line
+        return stop.code
     try:
         return args.run(args)
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"scratchseg {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print(f"scratchseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    except BaseException:
+        if not _several_processes(args):
+            raise
+        traceback.print_exc()
+        code = 1
+    if _several_processes(args):
+        # the other processes may be waiting in a collective: end the whole job
+        print(f"scratchseg {args.command}: process {args.communicator.rank} of "
+              f"{args.communicator.size} failed; aborting every process", file=sys.stderr)
+        args.communicator.abort(code)
+    return code
+
+
+def _several_processes(args):
+    communicator = getattr(args, "communicator", None)
+    return communicator is not None and communicator.size > 1
 
 
 if __name__ == "__main__":

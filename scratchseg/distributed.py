@@ -9,11 +9,16 @@ norm reduces its per-channel sums across processes too (synchronised batch
 statistics), so it sees the whole global batch as one process would.
 
 The communicator is the only part that differs between CPU and GPU: mpi4py on
-host buffers, or NCCL (``cupy.cuda.nccl``) on device buffers. Everything else
-(sharding, bucketing, normalisation) is shared and tested on the CPU.
+host buffers, or NCCL (``cupy.cuda.nccl``) on device buffers, each process on
+the GPU of its rank among the processes of its node (``select_local_gpu``).
+Everything else (sharding, bucketing, normalisation) is shared and tested on
+the CPU.
 """
 
+import sys
+
 from scratchseg.backend import get_array_module
+from scratchseg.layers import BatchNorm2d
 
 BUCKET_BYTES = 64 * 2**20
 
@@ -28,6 +33,9 @@ class SingleProcess:
 
     def barrier(self):
         pass
+
+    def local_rank_and_size(self):
+        return 0, 1
 
 
 ONE_PROCESS = SingleProcess()
@@ -73,6 +81,49 @@ class MPICommunicator:
 
     def barrier(self):
         self.comm.Barrier()
+
+    def local_rank_and_size(self):
+        """(rank, size) among the processes on this node (MPI's shared-memory split)."""
+        local = self.comm.Split_type(self._mpi.COMM_TYPE_SHARED)
+        try:
+            return local.Get_rank(), local.Get_size()
+        finally:
+            local.Free()
+
+    def abort(self, exit_code):
+        """End every process of the job now (after flushing this one's output)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(exit_code)
+
+
+def gpu_for_local_rank(local_rank, local_size, device_count):
+    """The GPU of a process: its rank among the processes of its node, one GPU each."""
+    if local_size > device_count:
+        raise ValueError(f"{local_size} processes on this node but {device_count} visible "
+                         f"GPU(s); NCCL needs one GPU per process: start at most "
+                         f"{device_count} per node")
+    return local_rank
+
+
+def select_local_gpu(communicator):
+    """Make this process's GPU (``gpu_for_local_rank``) CuPy's current device; returns it.
+
+    Call it before any CuPy array exists, so the model and NCCL land on that GPU.
+    """
+    import cupy
+
+    local_rank, local_size = communicator.local_rank_and_size()
+    device = gpu_for_local_rank(local_rank, local_size, cupy.cuda.runtime.getDeviceCount())
+    cupy.cuda.Device(device).use()
+    return device
+
+
+def synchronise_batch_norm(model, communicator):
+    """Make every batch norm of ``model`` sum its batch statistics over the processes."""
+    for _, layer in model.named_layers():
+        if isinstance(layer, BatchNorm2d):
+            layer.reduce = communicator.allreduce
 
 
 def shard(indices, rank, size):

@@ -5,8 +5,14 @@ from pathlib import Path
 import numpy
 from PIL import Image
 
-from scratchseg.checkpoint import atomic_path, load_model
-from scratchseg.data import FolderDataset, predict_logits, read_image, write_mask_png
+from scratchseg.checkpoint import atomic_path, drop_batch_norm_counters, load_model
+from scratchseg.data import (
+    FolderDataset,
+    mask_png_dtype,
+    predict_logits,
+    read_image,
+    write_mask_png,
+)
 from scratchseg.metrics import (
     confusion_matrix,
     dice_per_class,
@@ -23,7 +29,7 @@ def load_trained(path, backend="numpy"):
     """(model in eval mode, class_values) from a ``model.safetensors`` written by training."""
     state, config, class_values = load_model(path)
     model = UNet(**config, backend=backend)
-    model.load_state_dict(state)
+    model.load_state_dict(drop_batch_norm_counters(state))
     return model.eval(), class_values
 
 
@@ -32,16 +38,21 @@ def predict_mask(model, image, class_values, tile=None):
     if image.shape[0] != model.config["in_channels"]:
         raise ValueError(f"the model takes {model.config['in_channels']}-channel images, "
                          f"got {image.shape[0]} channels")
+    dtype = _mask_dtype(class_values)
     classes = predict_logits(model, image, tile=tile).argmax(axis=0)
-    values = numpy.asarray(class_values)
-    dtype = numpy.uint8 if values.max(initial=0) < 256 else numpy.uint16
-    return classes, values[classes].astype(dtype)
+    return classes, numpy.asarray(class_values)[classes].astype(dtype)
+
+
+def _mask_dtype(class_values):
+    """The PNG dtype that holds every class value; ValueError rather than wrapping around."""
+    return mask_png_dtype(class_values, f"the model's class values {list(class_values)}")
 
 
 def predict_files(model_path, images, out_dir, *, overlay_images=False, tile=None,
                   backend="numpy"):
     """Write ``out_dir/<stem>.png`` (mask values) for every image; returns the written paths."""
     model, class_values = load_trained(model_path, backend)
+    _mask_dtype(class_values)  # fail before writing anything
     images = [Path(p) for p in images]
     missing = [str(p) for p in images if not p.is_file()]
     if missing:

@@ -176,7 +176,28 @@ class Dropout(Layer):
 
     The masks come from a generator on the input's device, seeded once from
     ``rng`` (an int or a numpy Generator), so a seed fixes the masks.
+
+    In data-parallel training every process holds the same seed and sets
+    ``batch_shard = (global batch size, rank, processes)`` before each step:
+    each mask is then drawn for the whole global batch and the process keeps
+    rows rank::processes, the samples of its shard, so N processes drop
+    exactly what one process would.
     """
+
+    class _ShardRows:
+        """A generator that draws for the global batch and returns one shard's rows."""
+
+        def __init__(self, rng, global_batch, rank, size):
+            self.rng, self.global_batch, self.rank, self.size = rng, global_batch, rank, size
+
+        def random(self, shape, dtype):
+            rows = len(range(self.rank, self.global_batch, self.size))
+            if shape[0] != rows:
+                raise ValueError(f"Dropout: rank {self.rank} of {self.size} holds {rows} "
+                                 f"sample(s) of a global batch of {self.global_batch}, got "
+                                 f"a batch of {shape[0]}")
+            full = self.rng.random((self.global_batch, *shape[1:]), dtype=dtype)
+            return full[self.rank::self.size]
 
     def __init__(self, p=0.5, *, rng=0):
         super().__init__()
@@ -184,6 +205,7 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
         self.seed = int(init.as_generator(rng).integers(2**63))
+        self.batch_shard = None
         self.reset_rng()
 
     def reset_rng(self):
@@ -194,7 +216,10 @@ class Dropout(Layer):
         xp = get_array_module(x)
         if self._device_rng is None or self._device_rng[0] is not xp:
             self._device_rng = (xp, xp.random.default_rng(self.seed))
-        y, self._cache = dropout_forward(x, self.p, self._device_rng[1], self.training)
+        rng = self._device_rng[1]
+        if self.batch_shard is not None:
+            rng = self._ShardRows(rng, *self.batch_shard)
+        y, self._cache = dropout_forward(x, self.p, rng, self.training)
         self._cache = (self._cache,)
         return y
 

@@ -5,7 +5,9 @@ A run directory holds, rewritten atomically after every epoch:
 ``predict`` needs, and loadable by PyTorch), ``checkpoint.safetensors``
 (weights, momentum buffers, epoch, step, options and history: an exact
 resume), ``metrics.csv``, ``curves.png`` and ``samples.png`` (and with ``trace``,
-``trace.csv`` and ``gradient_flow.png``: see scratchseg.trace).
+``trace.csv`` and ``gradient_flow.png``: see scratchseg.trace). The model file
+holds PyTorch's ``num_batches_tracked`` for every batch norm: the number of
+SGD steps taken (one training forward each, PyTorch's count).
 
 Every random draw is keyed on (seed, epoch, sample index), never on a
 global generator, so a resumed run continues bit-identically.
@@ -15,14 +17,15 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy
 from tqdm import tqdm
 
-from scratchseg.backend import get_array_module, to_device
+from scratchseg.backend import BACKENDS, get_array_module, to_device
 from scratchseg.checkpoint import (
+    add_batch_norm_counters,
     atomic_write_text,
     load_training_state,
     save_model,
@@ -40,13 +43,19 @@ from scratchseg.data import (
     training_batch,
 )
 from scratchseg.data.batches import DROPOUT_STREAM, SPLIT_STREAM
-from scratchseg.distributed import ONE_PROCESS, GradientBuckets, shard
+from scratchseg.distributed import (
+    ONE_PROCESS,
+    GradientBuckets,
+    select_local_gpu,
+    shard,
+    synchronise_batch_norm,
+)
 from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.functional.loss import NonFiniteError
-from scratchseg.layers import BatchNorm2d
 from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
 from scratchseg.models import UNet
-from scratchseg.optim import SGD, make_schedule
+from scratchseg.models.unet import PADDINGS
+from scratchseg.optim import SCHEDULES, SGD, make_schedule
 from scratchseg.plots import plot_curves, plot_samples
 from scratchseg.trace import GradientFlowTracer
 
@@ -54,6 +63,7 @@ METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pixel_acc", "val_miou"
                   "lr", "seconds")
 MODEL_FILE, CHECKPOINT_FILE = "model.safetensors", "checkpoint.safetensors"
 TRACE_FILE = "trace.csv"
+RESUMABLE_OPTIONS = ("epochs", "backend", "trace")  # change neither the model nor the data
 
 
 class TrainingError(RuntimeError):
@@ -87,10 +97,50 @@ class TrainOptions:
     image_size: int = 96
     trace: bool = False
 
+    def validate(self):
+        """ValueError naming the first option out of range, by its command-line flag."""
+        for field in fields(self):
+            allowed, describe = OPTION_RULES[field.name]
+            value = getattr(self, field.name)
+            if not allowed(value):
+                raise ValueError(f"--{field.name.replace('_', '-')} must be {describe}, "
+                                 f"got {value!r}")
+
     def model_config(self, dataset):
         return dict(in_channels=dataset.in_channels, num_classes=dataset.num_classes,
                     base_channels=self.base_channels, depth=self.depth, padding=self.padding,
                     batch_norm=self.batch_norm, dropout=self.dropout)
+
+
+def _integer(low):
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
+            f"an integer >= {low}")
+
+
+def _number(low, below=None):
+    def allowed(v):
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and v >= low and (below is None or v < below))
+    return allowed, (f"a number >= {low}" if below is None else f"in [{low}, {below})")
+
+
+def _one_of(choices):
+    return (lambda v: v in choices), "one of " + ", ".join(choices)
+
+
+_BOOLEAN = (lambda v: isinstance(v, bool)), "true or false"
+
+# every TrainOptions field: (test, what it allows)
+OPTION_RULES = {
+    "data": ((lambda v: isinstance(v, str) and v != ""), "'synthetic' or a folder"),
+    "epochs": _integer(1), "batch_size": _integer(1), "lr": _number(0),
+    "momentum": _number(0, 1), "weight_decay": _number(0), "schedule": _one_of(SCHEDULES),
+    "warmup_steps": _integer(0), "base_channels": _integer(1), "depth": _integer(1),
+    "padding": _one_of(PADDINGS), "batch_norm": _BOOLEAN, "dropout": _number(0, 1),
+    "tile": _integer(1), "val_fraction": _number(0, 1), "weight_map": _BOOLEAN,
+    "augment": _BOOLEAN, "seed": _integer(0), "backend": _one_of(BACKENDS),
+    "num_samples": _integer(1), "image_size": _integer(1), "trace": _BOOLEAN,
+}
 
 
 def load_dataset(options):
@@ -186,6 +236,7 @@ class Trainer:
 
     def __init__(self, options, out_dir, *, resume=False, progress=True,
                  communicator=ONE_PROCESS):
+        options.validate()
         self.options, self.out_dir = options, Path(out_dir)
         self.communicator = communicator
         self.is_writer = communicator.rank == 0  # only the first process writes files
@@ -193,8 +244,8 @@ class Trainer:
         if not resume and (self.out_dir / CHECKPOINT_FILE).exists():
             raise TrainingError(f"{self.out_dir} already holds a run; continue it with "
                                 f"--resume {self.out_dir} or choose another --out")
-        if self.is_writer:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if options.backend == "cupy" and communicator.size > 1:
+            select_local_gpu(communicator)  # before the first CuPy array
         dataset = load_dataset(options)
         self.train_set, self.val_set = split_dataset(dataset, options.val_fraction, options.seed)
         self.class_values = list(dataset.class_values)
@@ -211,13 +262,19 @@ class Trainer:
         self.buckets = None
         if communicator.size > 1:
             self.buckets = GradientBuckets(self.model)
-            for _, layer in self.model.named_layers():
-                if isinstance(layer, BatchNorm2d):
-                    layer.reduce = communicator.allreduce
-        self.tracer = GradientFlowTracer(self.model) if options.trace else None
+            synchronise_batch_norm(self.model, communicator)
+        # the trace records the writer's shard (another process's shard may be empty)
+        self.tracer = GradientFlowTracer(self.model) if options.trace and self.is_writer \
+            else None
         self.epoch, self.step, self.history = 0, 0, []
         if resume:
             self._restore()
+            if self.epoch >= options.epochs:
+                raise TrainingError(f"{self.out_dir} already finished its {self.epoch} epochs; "
+                                    f"to train on, resume with --epochs N, a new total "
+                                    f"N > {self.epoch}")
+        if self.is_writer:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -232,8 +289,8 @@ class Trainer:
     def save(self):
         """Write the model file, the metrics, the curves, then the checkpoint (atomically)."""
         state = self.model.state_dict()
-        save_model(self.out_dir / MODEL_FILE, state, config=self.model.config,
-                   class_values=self.class_values)
+        save_model(self.out_dir / MODEL_FILE, add_batch_norm_counters(state, self.step),
+                   config=self.model.config, class_values=self.class_values)
         atomic_write_text(self.out_dir / "metrics.csv", _metrics_csv(self.history))
         plot_curves(self.history, self.out_dir / "curves.png")
         if self.tracer is not None:
@@ -277,7 +334,9 @@ class Trainer:
         losses = []
         comm = self.communicator
         for global_indices in batch_indices(order, options.batch_size):
-            indices = shard(global_indices, comm.rank, comm.size)
+            indices = shard(global_indices, comm.rank, comm.size)  # [] when the batch is short
+            if model.dropout is not None and comm.size > 1:
+                model.dropout.batch_shard = (len(global_indices), comm.rank, comm.size)
             x, labels, weights = training_batch(
                 self.train_set, indices, epoch=self.epoch, seed=options.seed,
                 input_size=self.input_size, output_size=self.output_size,
@@ -325,14 +384,25 @@ class Trainer:
         return row
 
 
-def resume_options(run_dir, **overrides):
-    """The options stored in ``run_dir``'s checkpoint, with ``overrides`` applied."""
+def resume_options(run_dir, **given):
+    """The options stored in ``run_dir``'s checkpoint, with the ``given`` RESUMABLE_OPTIONS.
+
+    Any other option given must equal the stored one: resuming continues the
+    same model on the same data, so a ValueError names every option that differs.
+    """
     state = load_training_state(Path(run_dir) / CHECKPOINT_FILE)
     stored = state["extra"]["options"]
     known = {f.name for f in fields(TrainOptions)}
     options = TrainOptions(**{k: v for k, v in stored.items() if k in known})
-    for key, value in overrides.items():
-        setattr(options, key, value)
+    changed = [f"--{k.replace('_', '-')} (the run has {getattr(options, k)!r}, got {v!r})"
+               for k, v in given.items() if k not in RESUMABLE_OPTIONS and
+               v != getattr(options, k)]
+    if changed:
+        allowed = ", ".join(f"--{k}" for k in RESUMABLE_OPTIONS)
+        raise ValueError(f"--resume {run_dir} cannot change {'; '.join(changed)}; only "
+                         f"{allowed} may change (start a new run with --out for the others)")
+    options = replace(options, **{k: v for k, v in given.items() if k in RESUMABLE_OPTIONS})
+    options.validate()
     return options
 
 

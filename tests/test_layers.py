@@ -219,6 +219,25 @@ def test_dropout_seed_fixes_the_masks(rng):
     assert np.array_equal(from_generator, layers.Dropout(0.5, rng=4).forward(x))
 
 
+def test_dropout_shards_take_the_rows_of_one_global_mask(rng):
+    """Processes sharing a seed, each holding rows rank::size of every global batch, drop
+    exactly what one process drops on the whole batch, batch after batch, even where a
+    short batch leaves a process an empty shard."""
+    whole = layers.Dropout(0.5, rng=6)
+    shards = [layers.Dropout(0.5, rng=6) for _ in range(3)]
+    for batch in (5, 1, 4):
+        x = rng.uniform(1, 2, (batch, 3, 4, 4))
+        expected = whole.forward(x)
+        for rank, layer in enumerate(shards):
+            layer.batch_shard = (batch, rank, 3)
+            y = layer.forward(x[rank::3])
+            assert np.array_equal(y, expected[rank::3])
+            assert np.array_equal(layer.backward(np.ones_like(y)), (y != 0) * 2.0)
+    with pytest.raises(ValueError, match="rank 1 of 3 holds 2 sample"):
+        shards[1].batch_shard = (5, 1, 3)
+        shards[1].forward(x)
+
+
 def test_batch_norm_train_and_eval(rng):
     layer = layers.BatchNorm2d(3, dtype="float64")
     x = rng.standard_normal((4, 3, 5, 5)) * 3 + 2

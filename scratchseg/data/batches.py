@@ -52,8 +52,13 @@ def training_batch(dataset, indices, *, epoch, seed, input_size, output_size, au
 
     For each index: its weight map (when ``weight_maps`` is a WeightMaps),
     augmentation (when ``augment``), then a random tile with input edge s and
-    output edge o, all drawn from the sample's own generator.
+    output edge o, all drawn from the sample's own generator. No indices give
+    B = 0 (the empty shard of a process in data-parallel training).
     """
+    if len(indices) == 0:
+        x = np.zeros((0, dataset.in_channels, input_size, input_size), np.float32)
+        labels = np.zeros((0, output_size, output_size), np.int64)
+        return x, labels, None if weight_maps is None else labels.astype(np.float32)
     images, masks, weights = [], [], []
     for index in indices:
         sample = dataset[index]

@@ -1,9 +1,10 @@
 """A dataset of image files and mask files: ``DIR/images/*`` and ``DIR/masks/*`` matched by stem.
 
 Images are PNG (Pillow) or TIFF (tifffile), grayscale or RGB, 8 or 16 bit
-(scaled to [0, 1]) or float. Masks hold one integer value per class; the
-sorted set of values over all masks maps to classes 0..K-1 and is kept as
-``class_values`` so predictions can be written back in the original values.
+(scaled to [0, 1]) or float. Masks hold one integer value per class, in
+[0, 65535] (what an 8- or 16-bit PNG mask holds); the sorted set of values
+over all masks maps to classes 0..K-1 and is kept as ``class_values`` so
+predictions can be written back in the original values.
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from scratchseg.data.dataset import Sample
 
 EXTENSIONS = (".png", ".tif", ".tiff")
 MAX_CLASSES = 256
+MASK_VALUE_RANGE = (0, 65535)  # the values an 8- or 16-bit grayscale PNG holds
 
 
 def _read_array(path):
@@ -51,7 +53,7 @@ def read_image(path):
 
 
 def read_mask(path):
-    """int64 (H, W) mask values; a colour or fractional mask is an error."""
+    """int64 (H, W) mask values in [0, 65535]; a colour, fractional or negative mask is an error."""
     array = _read_array(path)
     if array.ndim != 2:
         raise ValueError(f"{path}: a mask must be single-channel (H, W), got shape "
@@ -61,17 +63,32 @@ def read_mask(path):
             raise ValueError(f"{path}: mask values must be integers, got fractional values")
     elif array.dtype.kind not in "iub":
         raise ValueError(f"{path}: unsupported mask type {array.dtype}")
+    low, high = MASK_VALUE_RANGE
+    if array.size and (array.min() < low or array.max() > high):
+        raise ValueError(f"{path}: mask values must be integers in [{low}, {high}] (one value "
+                         f"per class, as an 8- or 16-bit PNG mask holds), got values from "
+                         f"{array.min():g} to {array.max():g}")
     return array.astype(np.int64)
+
+
+def mask_png_dtype(values, what):
+    """uint8 when every value fits, else uint16; ValueError naming ``what`` outside [0, 65535]."""
+    values = np.asarray(values)
+    low, high = MASK_VALUE_RANGE
+    if values.dtype.kind not in "iub" or (values.size and (values.min() < low
+                                                           or values.max() > high)):
+        shown = f"values from {values.min()} to {values.max()}" if values.size else "no values"
+        raise ValueError(f"{what}: a mask PNG holds integers in [{low}, {high}], got "
+                         f"{values.dtype} {shown}")
+    return np.uint8 if values.max(initial=0) < 256 else np.uint16
 
 
 def write_mask_png(path, mask):
     """Write an integer (H, W) mask as an 8- or 16-bit grayscale PNG, atomically."""
     mask = np.asarray(mask)
-    if mask.ndim != 2 or mask.dtype.kind not in "iu" or mask.min(initial=0) < 0 \
-            or mask.max(initial=0) > 65535:
-        raise ValueError(f"{path}: a mask PNG needs (H, W) integers in [0, 65535], got "
-                         f"{mask.dtype} {mask.shape}")
-    dtype = np.uint8 if mask.max(initial=0) < 256 else np.uint16
+    if mask.ndim != 2:
+        raise ValueError(f"{path}: a mask PNG needs an (H, W) array, got shape {mask.shape}")
+    dtype = mask_png_dtype(mask, path)
     with atomic_path(path) as temp:
         Image.fromarray(mask.astype(dtype)).save(temp, format="PNG")
 
@@ -111,7 +128,8 @@ class FolderDataset:
         if len(channels) > 1:
             raise ValueError(f"{root / 'images'}: images mix {sorted(channels)} channels")
         self.in_channels = channels.pop()
-        self.class_values = self._class_values(raw_masks, masks, class_values)
+        self.class_values = self._class_values(raw_masks, [masks[s] for s in self.names],
+                                               class_values)
         lookup = {value: k for k, value in enumerate(self.class_values)}
         self.masks = []
         for stem, mask in zip(self.names, raw_masks):
@@ -128,10 +146,14 @@ class FolderDataset:
     def _class_values(raw_masks, mask_paths, given):
         if given is not None:
             return [int(v) for v in given]
-        values = sorted({int(v) for mask in raw_masks for v in np.unique(mask)})
+        distinct = [np.unique(mask) for mask in raw_masks]
+        values = sorted({int(v) for mask_values in distinct for v in mask_values})
         if len(values) > MAX_CLASSES:
+            most = sorted(zip(distinct, mask_paths), key=lambda pair: -len(pair[0]))[:3]
+            named = ", ".join(f"{path} ({len(mask_values)})" for mask_values, path in most)
             raise ValueError(f"masks hold {len(values)} distinct values; at most {MAX_CLASSES} "
-                             f"classes are supported (are these masks or images?)")
+                             f"classes are supported (are these masks or images?); most "
+                             f"distinct values in: {named}")
         if len(values) < 2:
             raise ValueError(f"masks hold a single value {values}; segmentation needs at least "
                              f"2 classes")
