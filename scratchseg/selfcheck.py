@@ -73,7 +73,8 @@ def _backend(array):
     return "cupy" if type(array).__module__.startswith("cupy") else "numpy"
 
 
-def _layer_cases(rng):
+def _layer_cases(rng, backend):
+    """(name, layer, x, extra forward inputs) on ``backend``."""
     x = rng.standard_normal((2, 3, 6, 6))
     cases = [
         ("Conv2d", layers.Conv2d(3, 4, 3, padding=1, rng=1)),
@@ -85,7 +86,14 @@ def _layer_cases(rng):
     ]
     for name, layer in cases:
         inputs = _distinct(rng, x.shape) if name in ("MaxPool2d", "ReLU") else x
-        yield name, layer, inputs
+        yield name, layer.to(backend), to_device(inputs, backend), ()
+    labels = rng.integers(0, 3, (2, 6, 6))
+    labels[1, 2, :3] = 255
+    loss = layers.SoftmaxCrossEntropy(to_device(numpy.array([0.5, 2.0, 1.0]), backend),
+                                      ignore_index=255)
+    weight_map = to_device(rng.uniform(0.5, 3.0, labels.shape), backend)
+    yield ("SoftmaxCrossEntropy", loss, to_device(x, backend),
+           (to_device(labels, backend), weight_map))
 
 
 def run_checks(backend="numpy", seed=0):
@@ -95,14 +103,13 @@ def run_checks(backend="numpy", seed=0):
     for op, forward, backward, inputs, grad_names in _op_cases(rng):
         device_inputs = [to_device(a, backend) for a in inputs]
         rows += _rows(op, grad_names, forward, backward, device_inputs)
-    for name, layer, x in _layer_cases(rng):
-        layer.to(backend)
+    for name, layer, x, extra_inputs in _layer_cases(rng, backend):
         if isinstance(layer, layers.Dropout):
             forward, backward, params, names = _reseeded_dropout(layer)
         else:
-            forward, backward, params, names = layer_functions(layer)
+            forward, backward, params, names = layer_functions(layer, extra_inputs)
         rows += _rows(name, ["dx"] + [f"d{n}" for n in names], forward, backward,
-                      [to_device(x, backend), *params])
+                      [x, *params])
     return rows
 
 
@@ -152,11 +159,30 @@ def run_model_checks(backend="numpy", seed=0, mode="full"):
 
 
 def _rows(op, grad_names, forward, backward, inputs, mode="full"):
-    """One row per gradient; a gradient that is identically zero fails (it proves nothing)."""
+    """One row per gradient, each checked on its own (the others held fixed), so one
+    wrong gradient fails its own row only; a gradient that is identically zero fails
+    too (it proves nothing). A failing row has no error figures (nan), its message
+    names the worst element, both values and the error there."""
+    return [_row(op, name, forward, backward, inputs, k, mode)
+            for k, name in enumerate(grad_names)]
+
+
+def _row(op, name, forward, backward, inputs, k, mode):
+    """Check the gradient of input ``k`` alone: the other inputs are constants."""
+    def forward_k(x_k):
+        return forward(*inputs[:k], x_k, *inputs[k + 1:])
+
+    def backward_k(dy, cache):
+        grads = backward(dy, cache)
+        grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
+        if len(grads) != len(inputs):
+            raise GradientCheckError(f"backward returned {len(grads)} gradients for "
+                                     f"{len(inputs)} inputs")
+        return grads[k]
+
     try:
-        report = check_gradients(forward, backward, inputs, names=grad_names, mode=mode)
+        report = check_gradients(forward_k, backward_k, [inputs[k]], names=[name], mode=mode)
     except GradientCheckError as error:
-        return [(op, "", float("nan"), float("nan"), False, str(error))]
-    return [(op, name, a, r, scale > 0, "" if scale > 0 else "gradient is identically zero")
-            for name, a, r, scale in zip(report.names, report.max_abs_error,
-                                         report.max_rel_error, report.max_abs_gradient)]
+        return (op, name, float("nan"), float("nan"), False, str(error))
+    (a,), (r,), (scale,) = report.max_abs_error, report.max_rel_error, report.max_abs_gradient
+    return (op, name, a, r, scale > 0, "" if scale > 0 else "gradient is identically zero")

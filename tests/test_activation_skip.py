@@ -1,5 +1,7 @@
 """relu, center_crop and the crop-and-copy concat."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,16 @@ def test_concat_keeps_dtype(dtype, rng):
     assert y.dtype == dtype and center_crop(skip, 4, 4).dtype == dtype
     dskip, dx = concat_backward(np.ones_like(y), cache)
     assert dskip.dtype == dtype and dx.dtype == dtype
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (2, 6, 7), (1, 2, 3, 6, 7)])
+def test_center_crop_crops_the_last_two_axes_of_any_rank_from_2(shape, rng):
+    x = rng.standard_normal(shape)
+    assert np.array_equal(center_crop(x, 2, 3), x[..., 2:4, 2:5])
+
+
+@pytest.mark.parametrize("shape", [(), (7,)])
+def test_center_crop_refuses_a_rank_below_2(shape):
+    with pytest.raises(ValueError, match=rf"^center_crop: x must have rank 2 or more "
+                                         rf"\(\.\.\., H, W\), got shape {re.escape(str(shape))}"):
+        center_crop(np.zeros(shape), 1, 1)

@@ -9,7 +9,8 @@ from scratchseg.cli import main
 
 OPS = ["conv2d", "conv_transpose2d", "max_pool2d", "relu", "concat", "dropout", "batch_norm2d",
        "softmax_cross_entropy"]
-LAYERS = ["Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "ReLU", "Dropout"]
+LAYERS = ["Conv2d", "ConvTranspose2d", "BatchNorm2d", "MaxPool2d", "ReLU", "Dropout",
+          "SoftmaxCrossEntropy"]
 
 
 def _table_rows(out):
@@ -62,6 +63,63 @@ def test_gradcheck_reports_a_planted_batch_norm_bug(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert {name for name, result in _table_rows(out) if result == "FAIL"} == {"batch_norm2d"}
     assert "'dbeta'" in out
+
+
+def _op_rows(out, op):
+    """(gradient, max abs err, result) of every row of ``op`` in the first table."""
+    lines = out.splitlines()
+    ops_end = lines[0].index("gradient")  # the op column's width, from the header
+    rows = []
+    for line in lines[2:lines.index("")]:
+        if line[:ops_end].strip() == op:
+            grad, abs_err, _, result = line[ops_end:].split()[:4]
+            rows.append((grad, abs_err, result))
+    return rows
+
+
+def test_a_wrong_bias_gradient_fails_its_own_row_only(capsys, monkeypatch):
+    """One row per gradient even when one is wrong: dx and dw keep their passing rows and
+    figures, db fails on its own row with its worst element and both values."""
+    original = selfcheck.F.conv2d_backward
+
+    def db_off(dy, cache):
+        dx, dw, db = original(dy, cache)
+        return dx, dw, db * 1.1
+
+    monkeypatch.setattr(selfcheck.F, "conv2d_backward", db_off)
+    assert main(["gradcheck"]) == 1
+    out = capsys.readouterr().out
+    rows = _op_rows(out, "conv2d") + _op_rows(out, "conv2d stride 2")
+    assert [(grad, result) for grad, _, result in rows] == [
+        ("dx", "pass"), ("dw", "pass"), ("db", "FAIL"),  # conv2d
+        ("dx", "pass"), ("dw", "pass"), ("db", "FAIL"),  # conv2d stride 2
+    ]
+    assert all(float(abs_err) < 1e-6 for _, abs_err, result in rows if result == "pass")
+    fail_lines = [line for line in out.splitlines() if "FAIL" in line]
+    assert len(fail_lines) == 2
+    assert all("'db'" in line and "analytic" in line and "numerical" in line
+               for line in fail_lines)
+    assert re.search(r"\b2 failed\b", out)
+
+
+def test_the_loss_is_checked_with_weights_and_ignored_pixels(capsys, monkeypatch):
+    """The SoftmaxCrossEntropy row uses class weights, a weight map and ignore_index: a
+    backward that ignores the weight map fails it."""
+    from scratchseg import layers
+
+    original = layers.softmax_cross_entropy_backward
+
+    def unweighted(dloss, cache):
+        probs, labels, scaled_weight = cache
+        return original(dloss, (probs, labels, (scaled_weight > 0) / (scaled_weight > 0).sum()))
+
+    assert main(["gradcheck"]) == 0
+    assert ("dx", "pass") in [(g, r) for g, _, r in _op_rows(capsys.readouterr().out,
+                                                              "SoftmaxCrossEntropy")]
+    monkeypatch.setattr(layers, "softmax_cross_entropy_backward", unweighted)
+    assert main(["gradcheck"]) == 1
+    rows = _op_rows(capsys.readouterr().out, "SoftmaxCrossEntropy")
+    assert [(g, r) for g, _, r in rows] == [("dx", "FAIL")]
 
 
 @pytest.mark.skipif(backend.cupy_available(), reason="CuPy can run here")

@@ -5,6 +5,8 @@ import pytest
 
 from scratchseg import backend, layers
 from scratchseg import functional as F
+from scratchseg.functional._checks import check_upstream
+from scratchseg.models import UNet
 
 f64 = np.float64
 
@@ -27,6 +29,7 @@ def ce(logits, labels, **kwargs):
 
 
 LABELS = np.zeros((2, 3, 3), dtype=np.int64)
+UNET = UNet(base_channels=2, depth=2)
 
 CASES = {
     # wrong rank
@@ -161,6 +164,29 @@ CASES = {
     "concat batch": (ValueError, "concat.*batch", lambda: F.concat_forward(a(2, 2, 6, 6),
                                                                            a(1, 2, 4, 4))),
     "center_crop": (ValueError, "center_crop", lambda: F.center_crop(a(1, 1, 4, 4), 5, 2)),
+    "center_crop rank 1": (ValueError, r"center_crop: x must have rank 2 or more.*\(5,\)",
+                           lambda: F.center_crop(a(5), 2, 2)),
+    "center_crop rank 0": (ValueError, r"center_crop: x must have rank 2 or more.*\(\)",
+                           lambda: F.center_crop(np.float64(1.0), 1, 1)),
+    "center_crop list": (TypeError, "center_crop: x must be a NumPy or CuPy array.*list",
+                         lambda: F.center_crop([[1.0, 2.0]], 1, 1)),
+    "center_crop float size": (TypeError, "center_crop: height must be an int, got 2.0",
+                               lambda: F.center_crop(a(1, 1, 4, 4), 2.0, 2)),
+    # dropout needs a generator to train
+    "dropout rng None": (TypeError, "dropout: training needs rng.*Generator.*got NoneType",
+                         lambda: F.dropout_forward(a(2, 3), 0.5, None)),
+    "dropout rng seed": (TypeError, "dropout: training needs rng.*got int",
+                         lambda: F.dropout_forward(a(2, 3), 0.5, 0)),
+    # U-Net sizes are pixel counts
+    "UNet output_size float": (TypeError, r"UNet.output_size: input_size must be an int.*572\.0",
+                               lambda: UNET.output_size(572.0)),
+    "UNet output_size bool": (TypeError, "UNet.output_size: input_size must be an int",
+                              lambda: UNET.output_size(True)),
+    "UNet valid_input_size float": (TypeError,
+                                    r"UNet.valid_input_size: min_size must be an int.*20\.5",
+                                    lambda: UNET.valid_input_size(20.5)),
+    "UNet forward list": (TypeError, "UNet: input must be a NumPy or CuPy array",
+                          lambda: UNET.forward([[[[0.0]]]])),
 }
 
 
@@ -171,21 +197,88 @@ def test_bad_input_raises_a_clear_error(case):
         call()
 
 
-def _backward_with_wrong_dy(forward, backward, op):
+# ---------------------------------------------------------------- upstream gradients
+
+X = a(1, 2, 4, 4)
+BACKWARDS = {  # op: (forward () -> (y, cache), backward)
+    "conv2d": (lambda: F.conv2d_forward(X, a(3, 2, 3, 3), a(3)), F.conv2d_backward),
+    "conv2d stride 2": (lambda: F.conv2d_forward(X, a(3, 2, 3, 3), stride=2),
+                        F.conv2d_backward),
+    "conv_transpose2d": (lambda: F.conv_transpose2d_forward(X, a(2, 3, 2, 2), a(3)),
+                         F.conv_transpose2d_backward),
+    "max_pool2d": (lambda: F.max_pool2d_forward(X), F.max_pool2d_backward),
+    "relu": (lambda: F.relu_forward(X), F.relu_backward),
+    "concat": (lambda: F.concat_forward(a(1, 3, 6, 6), X), F.concat_backward),
+    "dropout": (lambda: F.dropout_forward(X, 0.5, np.random.default_rng(0)),
+                F.dropout_backward),
+    "dropout eval": (lambda: F.dropout_forward(X, 0.5, None, training=False),
+                     F.dropout_backward),
+    "batch_norm2d": (lambda: bn(X), F.batch_norm2d_backward),
+    "batch_norm2d eval": (lambda: bn(X, training=False), F.batch_norm2d_backward),
+}
+
+
+def _wrong_upstreams(y):
+    """(error, message pattern, dy) for a dy of another shape, dtype, backend or type."""
+    shape, wider = tuple(y.shape), (*y.shape[:-1], y.shape[-1] + 1)
+    return [
+        (ValueError, rf"dy must have the output's shape \({shape[0]}, .*got \({wider[0]}, ",
+         np.ones(wider)),
+        (ValueError, "dy must have the output's shape", np.ones(shape[1:])),
+        (TypeError, "dy must have the output's dtype float64, got float32",
+         np.ones(shape, np.float32)),
+        (TypeError, "dy must be a numpy array like the forward's output, got a cupy array",
+         FakeCupyArray(shape)),
+        (TypeError, "dy must be a numpy array like the forward's output, got list",
+         np.ones(shape).tolist()),
+    ]
+
+
+@pytest.mark.parametrize("case", list(BACKWARDS))
+def test_every_backward_checks_its_upstream_gradient(case):
+    forward, backward = BACKWARDS[case]
+    op = case.split()[0]
     y, cache = forward()
-    with pytest.raises(ValueError, match=op):
-        backward(np.ones((*y.shape[:-1], y.shape[-1] + 1)), cache)
+    for error, pattern, dy in _wrong_upstreams(y):
+        with pytest.raises(error, match=rf"^{op}_backward: {pattern}"):
+            backward(dy, forward()[1])
+    backward(np.ones_like(y), cache)  # the right dy still goes through
 
 
-def test_backward_with_a_wrong_upstream_shape():
-    x = a(1, 2, 4, 4)
-    _backward_with_wrong_dy(lambda: F.conv2d_forward(x, a(3, 2, 3, 3)), F.conv2d_backward,
-                            "conv2d")
-    _backward_with_wrong_dy(lambda: F.conv_transpose2d_forward(x, a(2, 3, 2, 2)),
-                            F.conv_transpose2d_backward, "conv_transpose2d")
-    _backward_with_wrong_dy(lambda: F.max_pool2d_forward(x), F.max_pool2d_backward, "max_pool2d")
-    _backward_with_wrong_dy(lambda: F.relu_forward(x), F.relu_backward, "relu")
-    _backward_with_wrong_dy(lambda: bn(x), F.batch_norm2d_backward, "batch_norm2d")
+def test_loss_backward_checks_an_array_dloss():
+    logits = a(2, 3, 4)
+    _, cache = ce(logits, np.zeros((2, 4), np.int64))
+    op = "softmax_cross_entropy_backward"
+    for error, pattern, dloss in [
+        (ValueError, r"shape \(\), got \(1,\)", np.ones(1)),
+        (ValueError, r"shape \(\), got \(2, 3, 4\)", np.ones_like(logits)),
+        (TypeError, "dtype float64, got float32", np.array(1.0, np.float32)),
+        (TypeError, "numpy array .* got a cupy array", FakeCupyArray(())),
+        (TypeError, "numpy array .* got str", "1.0"),
+    ]:
+        with pytest.raises(error, match=f"^{op}: dy.*{pattern}"):
+            F.softmax_cross_entropy_backward(dloss, cache)
+    expected = F.softmax_cross_entropy_backward(2.0, cache)
+    for dloss in (2, np.float32(2.0), np.array(2.0)):  # numbers, and a loss-like 0-d array
+        np.testing.assert_array_equal(F.softmax_cross_entropy_backward(dloss, cache), expected)
+
+
+class MetadataOnly:
+    """A NumPy-looking dy with a shape and a dtype but no data to read."""
+
+    __module__ = "numpy"
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, np.dtype(dtype)
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the upstream check read the data")
+
+
+def test_the_upstream_check_reads_metadata_only():
+    check_upstream("op_backward", MetadataOnly((2, 3), f64), (2, 3), np.dtype(f64), "numpy")
+    with pytest.raises(TypeError, match="op_backward: dy must be a cupy array"):
+        check_upstream("op_backward", MetadataOnly((2, 3), f64), (2, 3), np.dtype(f64), "cupy")
 
 
 # ---------------------------------------------------------------- mixed NumPy / CuPy
@@ -250,3 +343,9 @@ def test_to_device_cupy_refused_when_cupy_is_not_installed(monkeypatch):
         backend.to_device(a(3), "cupy")
     with pytest.raises(ValueError, match="pip install"):
         backend.synchronize("cupy")
+
+
+def test_unet_sizes_take_numpy_ints():
+    """An edge read off an array's shape or a NumPy computation is an int too."""
+    assert UNET.output_size(np.int64(44)) == UNET.output_size(44) == 4
+    assert UNET.valid_input_size(np.int32(41)) == UNET.valid_input_size(41) == 44

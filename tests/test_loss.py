@@ -155,3 +155,66 @@ def test_dtype_is_kept(dtype, reduction, weighted, rng):
             None if wmap is None else wmap.astype(np.float64), ignore_index=ignore,
             reduction=reduction)
         assert np.isclose(loss, loss64, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- bad weights, nothing to average
+
+BAD_WEIGHTS = {
+    "weight_map NaN": ("weight_map", np.nan, "must be finite, got NaN or infinity"),
+    "weight_map inf": ("weight_map", np.inf, "must be finite, got NaN or infinity"),
+    "weight_map negative": ("weight_map", -0.5, "must be >= 0, got a minimum of -0.5"),
+    "class_weight NaN": ("class_weight", np.nan, "must be finite, got NaN or infinity"),
+    "class_weight -inf": ("class_weight", -np.inf, "must be finite, got NaN or infinity"),
+    "class_weight negative": ("class_weight", -2.0, "must be >= 0, got a minimum of -2"),
+}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("case", list(BAD_WEIGHTS))
+def test_non_finite_or_negative_weights_are_refused(case, reduction, rng):
+    """One bad weight anywhere, even on an ignored pixel, is an error, not a NaN loss."""
+    name, value, message = BAD_WEIGHTS[case]
+    logits = rng.standard_normal((2, 3, 4, 4))
+    labels = rng.integers(0, 3, (2, 4, 4))
+    labels[1, 3, 3] = 255
+    weights = dict(class_weight=np.ones(3), weight_map=np.ones((2, 4, 4)))
+    weights[name].flat[-1] = value
+    with pytest.raises(ValueError, match=rf"^softmax_cross_entropy: {name} {message}"):
+        softmax_cross_entropy_forward(logits, labels, ignore_index=255, reduction=reduction,
+                                      **weights)
+
+
+NOTHING_TO_AVERAGE = {
+    "every pixel ignored": dict(labels=np.full((2, 3), 255), ignore_index=255),
+    "zero weight map": dict(labels=np.zeros((2, 3), int), weight_map=np.zeros((2, 3))),
+    "zero weight on the present classes": dict(labels=np.zeros((2, 3), int),
+                                               class_weight=np.array([0.0, 1.0, 1.0])),
+    "empty batch": dict(labels=np.zeros((0, 3), int)),
+}
+
+
+@pytest.mark.parametrize("case", list(NOTHING_TO_AVERAGE))
+def test_mean_over_zero_total_weight_is_an_error_not_nan(case, rng):
+    """DESIGN.md's mean is sum(v ce) / sum(v): with sum(v) = 0 there is nothing to average
+    (PyTorch returns NaN); "sum" is still defined: 0, with a zero gradient."""
+    kwargs = dict(NOTHING_TO_AVERAGE[case])
+    labels = kwargs.pop("labels")
+    logits = rng.standard_normal((labels.shape[0], 3, 3))
+    with pytest.raises(ValueError, match=r"^softmax_cross_entropy: reduction 'mean' needs a "
+                                         r"positive total weight sum\(v_i\).*got 0"):
+        softmax_cross_entropy_forward(logits, labels, **kwargs)
+    loss, cache = softmax_cross_entropy_forward(logits, labels, reduction="sum", **kwargs)
+    assert loss == 0.0
+    grad = softmax_cross_entropy_backward(1.0, cache)
+    assert grad.shape == logits.shape and not grad.any()
+
+
+def test_zero_weights_are_allowed_while_some_pixel_counts(rng):
+    logits = rng.standard_normal((2, 3, 4))
+    labels = rng.integers(0, 3, (2, 4))
+    wmap = np.zeros((2, 4))
+    wmap[0, 0] = 2.0
+    loss, cache = softmax_cross_entropy_forward(logits, labels, weight_map=wmap)
+    expected, _ = softmax_cross_entropy_forward(logits[:1, :, :1], labels[:1, :1])
+    assert_close(loss, expected)
+    assert not softmax_cross_entropy_backward(1.0, cache)[:, :, 1:].any()

@@ -176,3 +176,25 @@ def test_batch_norm2d_keeps_dtype(dtype, training, rng):
     assert y.dtype == dtype and mean.dtype == dtype and var.dtype == dtype
     for grad in batch_norm2d_backward(np.ones_like(y), cache):
         assert grad.dtype == dtype
+
+
+def test_dropout_needs_a_generator_on_the_input_device():
+    x = np.ones((2, 3))
+    with pytest.raises(TypeError, match="^dropout: training needs rng, a numpy.random.Generator"):
+        dropout_forward(x, 0.5, None)
+    y, cache = dropout_forward(x, 0.5, None, training=False)  # eval draws nothing
+    assert y is x and np.array_equal(dropout_backward(np.ones_like(x), cache), x)
+
+    class CupyDraws:
+        __module__ = "cupy._core.core"  # what the backend's module-name test sees
+
+        def __ge__(self, p):
+            return self
+
+    class CupyGenerator:
+        def random(self, shape, dtype):
+            return CupyDraws()
+
+    with pytest.raises(TypeError, match="^dropout: rng draws cupy arrays but x is a numpy "
+                                        "array; pass a numpy.random.Generator"):
+        dropout_forward(x, 0.5, CupyGenerator())

@@ -1,6 +1,6 @@
 """Input validation shared by the functional ops: one clear error per misuse."""
 
-from scratchseg.backend import get_array_module
+from scratchseg.backend import backend_name, get_array_module
 
 
 def pair(value, name, op):
@@ -51,3 +51,23 @@ def check_same_dtype(op, **arrays):
 def check_positive(value, name, op):
     if value < 1:
         raise ValueError(f"{op}: {name} must be >= 1, got {value}")
+
+
+def check_upstream(op, dy, shape, dtype, backend):
+    """Require the upstream gradient ``dy`` to be what the forward's output was: a
+    ``backend`` ("numpy" or "cupy") array of ``shape`` and ``dtype``.
+
+    Compares metadata only, never the data: no cost next to the backward itself.
+    """
+    if not hasattr(dy, "dtype") or not hasattr(dy, "shape"):
+        raise TypeError(f"{op}: dy must be a {backend} array like the forward's output, got "
+                        f"{type(dy).__name__}")
+    if backend_name(dy) != backend:
+        raise TypeError(f"{op}: dy must be a {backend} array like the forward's output, got "
+                        f"a {backend_name(dy)} array; move it with "
+                        "scratchseg.backend.to_device")
+    if dy.dtype != dtype:
+        raise TypeError(f"{op}: dy must have the output's dtype {dtype}, got {dy.dtype}")
+    if tuple(dy.shape) != tuple(shape):
+        raise ValueError(f"{op}: dy must have the output's shape {tuple(shape)}, got "
+                         f"{tuple(dy.shape)}")

@@ -1,7 +1,7 @@
 """The rectified linear unit."""
 
-from scratchseg.backend import get_array_module
-from scratchseg.functional._checks import check_float_array
+from scratchseg.backend import backend_name, get_array_module
+from scratchseg.functional._checks import check_float_array, check_upstream
 
 
 def relu_forward(x):
@@ -15,7 +15,5 @@ def relu_forward(x):
 def relu_backward(dy, cache):
     """dx = dy * [y > 0]; the gradient at x == 0 is 0, as in PyTorch."""
     y = cache
-    if dy.shape != y.shape:
-        raise ValueError(f"relu_backward: dy must have the output's shape {tuple(y.shape)}, "
-                         f"got {tuple(dy.shape)}")
+    check_upstream("relu_backward", dy, y.shape, y.dtype, backend_name(y))
     return dy * (y > 0)

@@ -13,11 +13,12 @@ adjoint of the convolution, so its forward is conv2d's input-gradient and
 its backward is conv2d's forward.
 """
 
-from scratchseg.backend import get_array_module
+from scratchseg.backend import backend_name, get_array_module
 from scratchseg.functional._checks import (
     check_float_array,
     check_positive,
     check_same_dtype,
+    check_upstream,
     pair,
 )
 from scratchseg.functional.workspace import scratch
@@ -190,12 +191,6 @@ def _check_conv(op, x, w, b, stride, padding, weight_layout):
     return stride, padding
 
 
-def _check_grad_shape(op, dy, expected):
-    if tuple(dy.shape) != tuple(expected):
-        raise ValueError(f"{op}: dy must have the output's shape {tuple(expected)}, got "
-                         f"{tuple(dy.shape)}")
-
-
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
     """y[n, o] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, s h + i, s w + j] + b[o].
 
@@ -232,8 +227,8 @@ def conv2d_backward(dy, cache):
     x, w, has_bias, stride, padding, out_size = cache
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    _check_grad_shape("conv2d_backward", dy, (n, o, *out_size))
-    xp = get_array_module(dy, x)
+    check_upstream("conv2d_backward", dy, (n, o, *out_size), x.dtype, backend_name(x))
+    xp = get_array_module(x)
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
     if stride == (1, 1) and min(flipped_padding) >= 0:
         flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
@@ -284,8 +279,8 @@ def conv_transpose2d_backward(dy, cache):
     x, w, has_bias, stride, padding, out_size = cache
     n, c, h, wd = x.shape
     _, o, kh, kw = w.shape
-    _check_grad_shape("conv_transpose2d_backward", dy, (n, o, *out_size))
-    get_array_module(dy, x)  # raises on mixed NumPy/CuPy
+    check_upstream("conv_transpose2d_backward", dy, (n, o, *out_size), x.dtype,
+                   backend_name(x))
     dx, dw = _conv_gemm(dy, w.reshape(c, -1), (kh, kw), stride, padding, (h, wd),
                         weight_grad_of=x)
     dw = dw.reshape(w.shape)

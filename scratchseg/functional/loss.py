@@ -1,7 +1,9 @@
 """Softmax cross-entropy over the class axis, with class weights, weight maps and ignored pixels."""
 
-from scratchseg.backend import get_array_module
-from scratchseg.functional._checks import check_float_array, check_same_dtype
+import numbers
+
+from scratchseg.backend import backend_name, get_array_module
+from scratchseg.functional._checks import check_float_array, check_same_dtype, check_upstream
 
 REDUCTIONS = ("mean", "sum")
 
@@ -44,12 +46,24 @@ def _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index, r
     xp = get_array_module(logits)
     if not bool(xp.isfinite(logits).all()):
         raise NonFiniteError(f"{op}: logits contain NaN or infinity")
+    for name, weights in (("class_weight", class_weight), ("weight_map", weight_map)):
+        if weights is not None:
+            _check_weights(op, name, weights, xp)
     valid = labels != ignore_index if ignore_index is not None else None
     checked = labels[valid] if valid is not None else labels
     if checked.size and (int(checked.min()) < 0 or int(checked.max()) >= num_classes):
         raise ValueError(f"{op}: labels must lie in [0, {num_classes}) (or equal ignore_index), "
                          f"got values in [{int(checked.min())}, {int(checked.max())}]")
     return valid
+
+
+def _check_weights(op, name, weights, xp):
+    """Require finite weights >= 0: a NaN would spread to every pixel's gradient through
+    the mean's norm, and a negative weight turns descent on that pixel into ascent."""
+    if not bool(xp.isfinite(weights).all()):
+        raise ValueError(f"{op}: {name} must be finite, got NaN or infinity")
+    if bool((weights < 0).any()):
+        raise ValueError(f"{op}: {name} must be >= 0, got a minimum of {float(weights.min())}")
 
 
 def softmax_cross_entropy_forward(logits, labels, class_weight=None, weight_map=None,
@@ -59,6 +73,7 @@ def softmax_cross_entropy_forward(logits, labels, class_weight=None, weight_map=
     ce_i = -log softmax(z_i)[y_i] = logsumexp(z_i) - z_i[y_i], computed with
     the max subtracted; v_i = class_weight[y_i] * weight_map_i, 0 where
     y_i == ignore_index. The cache is softmax(z), the labels and v / norm.
+    class_weight and weight_map must be finite and >= 0; "mean" needs sum_i v_i > 0.
     """
     valid = _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index,
                                reduction)
@@ -77,14 +92,25 @@ def softmax_cross_entropy_forward(logits, labels, class_weight=None, weight_map=
     if valid is not None:
         weight = weight * valid
     norm = weight.sum() if reduction == "mean" else logits.dtype.type(1)
+    if reduction == "mean" and not float(norm) > 0:
+        raise ValueError(
+            "softmax_cross_entropy: reduction 'mean' needs a positive total weight "
+            "sum(v_i) to divide by, got 0 (every pixel ignored, zero-weighted or an "
+            "empty batch); use reduction='sum' and normalise across batches yourself")
     loss = (weight * ce).sum() / norm
     probs = exp / sum_exp
     return loss, (probs, safe_labels, weight / norm)
 
 
 def softmax_cross_entropy_backward(dloss, cache):
-    """dz_i = dloss * (v_i / norm) * (softmax(z_i) - onehot(y_i))."""
+    """dz_i = dloss * (v_i / norm) * (softmax(z_i) - onehot(y_i)).
+
+    dloss: a Python or NumPy scalar, or a 0-d array like the loss (its dtype and backend).
+    """
     probs, labels, scaled_weight = cache
+    if not isinstance(dloss, numbers.Real):
+        check_upstream("softmax_cross_entropy_backward", dloss, (), probs.dtype,
+                       backend_name(probs))
     xp = get_array_module(probs)
     classes = xp.arange(probs.shape[1]).reshape(1, -1, *([1] * (probs.ndim - 2)))
     onehot = labels[:, None] == classes

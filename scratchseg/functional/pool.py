@@ -1,7 +1,7 @@
 """Max-pooling over k x k windows (floor mode, as PyTorch's default)."""
 
-from scratchseg.backend import get_array_module
-from scratchseg.functional._checks import check_float_array, check_positive, pair
+from scratchseg.backend import backend_name, get_array_module
+from scratchseg.functional._checks import check_float_array, check_positive, check_upstream, pair
 from scratchseg.functional.conv import _window
 
 
@@ -45,10 +45,8 @@ def max_pool2d_backward(dy, cache):
     comparison: it holds the max of every window still unclaimed.
     """
     x, y, kernel, stride = cache
+    check_upstream("max_pool2d_backward", dy, y.shape, y.dtype, backend_name(y))
     xp = get_array_module(dy)
-    if tuple(dy.shape) != tuple(y.shape):
-        raise ValueError(f"max_pool2d_backward: dy must have the output's shape "
-                         f"{tuple(y.shape)}, got {tuple(dy.shape)}")
     overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
     if stride == kernel:  # the windows tile x: every element below is written once
         dx = xp.empty(x.shape, dtype=dy.dtype)

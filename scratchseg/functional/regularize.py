@@ -1,30 +1,41 @@
 """Dropout and batch normalisation."""
 
-from scratchseg.backend import get_array_module
-from scratchseg.functional._checks import check_float_array, check_same_dtype
+from scratchseg.backend import backend_name, get_array_module
+from scratchseg.functional._checks import check_float_array, check_same_dtype, check_upstream
 
 
 def dropout_forward(x, p, rng, training=True):
     """Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p); y = x in eval.
 
-    ``rng`` is a ``numpy.random.Generator`` for NumPy arrays or a
-    ``cupy.random.Generator`` for CuPy arrays. The cache is the boolean mask.
+    ``rng`` (needed in training) is a ``numpy.random.Generator`` for NumPy
+    arrays or a ``cupy.random.Generator`` for CuPy arrays. The cache is the
+    boolean mask (None for the identity), its scale and the output's
+    shape, dtype and backend.
     """
-    check_float_array(x, "x", "dropout")
+    op = "dropout"
+    check_float_array(x, "x", op)
     if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+        raise ValueError(f"{op}: p must be in [0, 1), got {p}")
+    if training and not callable(getattr(rng, "random", None)):
+        raise TypeError(f"{op}: training needs rng, a numpy.random.Generator (NumPy x) or "
+                        f"cupy.random.Generator (CuPy x), got {type(rng).__name__}")
+    output = (x.shape, x.dtype, backend_name(x))
     if not training or p == 0.0:
-        return x, None
+        return x, (None, None, output)
     keep = rng.random(x.shape, dtype=x.dtype) >= p
+    if backend_name(keep) != output[2]:
+        raise TypeError(f"{op}: rng draws {backend_name(keep)} arrays but x is a {output[2]} "
+                        f"array; pass a {output[2]}.random.Generator")
     scale = x.dtype.type(1.0 / (1.0 - p))
-    return x * keep * scale, (keep, scale)
+    return x * keep * scale, (keep, scale, output)
 
 
 def dropout_backward(dy, cache):
     """dx = dy * m / (1 - p) with the forward's mask; dx = dy in eval."""
-    if cache is None:
+    keep, scale, output = cache
+    check_upstream("dropout_backward", dy, *output)
+    if keep is None:
         return dy
-    keep, scale = cache
     return dy * keep * scale
 
 
@@ -95,9 +106,7 @@ def batch_norm2d_backward(dy, cache):
     The returned dgamma and dbeta are this process's sums.
     """
     x_hat, inv_std, gamma, count, reduce = cache
-    if dy.shape != x_hat.shape:
-        raise ValueError(f"batch_norm2d_backward: dy must have the output's shape "
-                         f"{tuple(x_hat.shape)}, got {tuple(dy.shape)}")
+    check_upstream("batch_norm2d_backward", dy, x_hat.shape, x_hat.dtype, backend_name(x_hat))
     xp = get_array_module(dy)
     axes = (0, 2, 3)
     dbeta = dy.sum(axis=axes)

@@ -1,7 +1,9 @@
 """The U-Net's crop-and-copy skip: centre-crop the encoder map, concatenate channels."""
 
-from scratchseg.backend import get_array_module
-from scratchseg.functional._checks import check_float_array, check_same_dtype
+import numbers
+
+from scratchseg.backend import backend_name, get_array_module
+from scratchseg.functional._checks import check_float_array, check_same_dtype, check_upstream
 
 
 def _crop_offsets(shape, height, width, op):
@@ -13,7 +15,16 @@ def _crop_offsets(shape, height, width, op):
 
 def center_crop(x, height, width):
     """x[..., t:t+height, l:l+width] with t = (H - height) // 2, l = (W - width) // 2 (a view)."""
-    top, left = _crop_offsets(x.shape, height, width, "center_crop")
+    op = "center_crop"
+    if not hasattr(x, "ndim") or not hasattr(x, "shape"):
+        raise TypeError(f"{op}: x must be a NumPy or CuPy array, got {type(x).__name__}")
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must have rank 2 or more (..., H, W), got shape "
+                         f"{tuple(x.shape)}")
+    for name, size in (("height", height), ("width", width)):
+        if not isinstance(size, numbers.Integral) or isinstance(size, bool):
+            raise TypeError(f"{op}: {name} must be an int, got {size!r}")
+    top, left = _crop_offsets(x.shape, height, width, op)
     return x[..., top : top + height, left : left + width]
 
 
@@ -28,12 +39,13 @@ def concat_forward(skip, x):
     xp = get_array_module(skip, x)
     offsets = _crop_offsets(skip.shape, x.shape[2], x.shape[3], op)
     y = xp.concatenate([center_crop(skip, x.shape[2], x.shape[3]), x], axis=1)
-    return y, (skip.shape, offsets)
+    return y, (skip.shape, offsets, (y.shape, y.dtype, backend_name(y)))
 
 
 def concat_backward(dy, cache):
     """dskip = zeros(skip) with dy[:, :C_skip] in the cropped window; dx = dy[:, C_skip:]."""
-    skip_shape, (top, left) = cache
+    skip_shape, (top, left), output = cache
+    check_upstream("concat_backward", dy, *output)
     xp = get_array_module(dy)
     c_skip = skip_shape[1]
     h, w = dy.shape[2:]

@@ -12,12 +12,23 @@ network: 572x572 in, 388x388 out, 31,030,658 parameters for 1 -> 2 classes.
 ``padding="same"`` pads the 3x3 convolutions so the output keeps the input size.
 """
 
+import numbers
+
 from scratchseg import init
 from scratchseg.backend import check_backend, to_device, to_numpy
 from scratchseg.functional import concat_backward, concat_forward
 from scratchseg.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, MaxPool2d, ReLU
 
 PADDINGS = ("valid", "same")
+
+
+def _check_edge(method, name, value):
+    """Edges are counted in pixels: an int (Python's or NumPy's, returned as Python's),
+    never a float or a bool."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"UNet.{method}: {name} must be an int (pixels), got "
+                        f"{type(value).__name__} {value!r}")
+    return int(value)
 
 
 class ConvBlock:
@@ -161,6 +172,7 @@ class UNet:
 
     def output_size(self, input_size):
         """The output edge for an input edge; ValueError naming the nearest valid sizes."""
+        input_size = _check_edge("output_size", "input_size", input_size)
         size = self._trace_size(input_size)
         if size is None:
             lower, upper = self._nearest_valid(input_size)
@@ -173,7 +185,7 @@ class UNet:
 
     def valid_input_size(self, min_size):
         """The smallest input edge >= min_size the network can take."""
-        size = max(int(min_size), 1)
+        size = max(_check_edge("valid_input_size", "min_size", min_size), 1)
         while self._trace_size(size) is None:
             size += 1
         return size
@@ -215,6 +227,9 @@ class UNet:
 
     def check_input(self, x):
         c = self.config["in_channels"]
+        if not hasattr(x, "ndim") or not hasattr(x, "shape"):
+            raise TypeError(f"UNet: input must be a NumPy or CuPy array (N, {c}, H, W), got "
+                            f"{type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != c:
             raise ValueError(f"UNet: input must have shape (N, {c}, H, W), got "
                              f"{tuple(x.shape)}")
