@@ -10,9 +10,11 @@ import torch
 
 from scratchseg import checkpoint
 from scratchseg.checkpoint import (
+    add_batch_norm_counters,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
+    drop_batch_norm_counters,
     load_model,
     load_training_state,
     save_model,
@@ -74,6 +76,30 @@ def test_model_file_loads_in_pytorch(tmp_path):
     tensors = safetensors.torch.load_file(str(path))
     for name, array in state_dict().items():
         assert torch.equal(tensors[name], torch.from_numpy(array)), name
+
+
+def test_batch_norm_counters_added_beside_running_means_and_dropped(tmp_path):
+    state = {"down.bn1.running_mean": np.zeros(4, np.float32),
+             "down.bn1.running_var": np.ones(4, np.float32),
+             "head.weight": np.ones((2, 4, 1, 1), np.float32),
+             "up.bn2.running_mean": np.zeros(2, np.float32)}
+    counted = add_batch_norm_counters(state, 12)
+    assert set(counted) - set(state) == {"down.bn1.num_batches_tracked",
+                                         "up.bn2.num_batches_tracked"}
+    for name in ("down.bn1.num_batches_tracked", "up.bn2.num_batches_tracked"):
+        assert counted[name].dtype == np.int64 and counted[name].shape == () \
+            and int(counted[name]) == 12
+    assert "head.weight" in counted and state.keys() == {
+        "down.bn1.running_mean", "down.bn1.running_var", "head.weight",
+        "up.bn2.running_mean"}  # the input is not changed
+    path = tmp_path / "model.safetensors"
+    save_model(path, counted, config=CONFIG, class_values=[0, 1])
+    tensors = safetensors.torch.load_file(str(path))
+    assert tensors["up.bn2.num_batches_tracked"].dtype == torch.int64
+    arrays, _, _ = load_model(path)
+    assert drop_batch_norm_counters(arrays).keys() == state.keys()
+    assert add_batch_norm_counters({"head.weight": state["head.weight"]}, 3).keys() == \
+        {"head.weight"}
 
 
 def test_non_contiguous_arrays_are_saved_by_value(tmp_path):

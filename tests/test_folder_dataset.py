@@ -106,6 +106,49 @@ def test_read_mask_values_and_errors(tmp_path, rng):
         read_mask(save(tmp_path / "rgb.png", rgb))
 
 
+@pytest.mark.parametrize("name, values", [
+    ("neg.tif", np.array([[0, -1], [1, 2]], dtype=np.int16)),
+    ("neg8.tif", np.array([[0, -128]], dtype=np.int8)),
+    ("big.tif", np.array([[0, 65536], [1, 2]], dtype=np.uint32)),
+    ("big64.tif", np.array([[0, 2**40]], dtype=np.int64)),
+    ("negfloat.tif", np.array([[0.0, -3.0]], dtype=np.float32)),
+])
+def test_read_mask_refuses_values_outside_16_bits(tmp_path, name, values):
+    path = save(tmp_path / name, values)
+    with pytest.raises(ValueError, match=rf"{name}: mask values must be integers in "
+                                         rf"\[0, 65535\]"):
+        read_mask(path)
+
+
+def test_read_mask_accepts_the_16_bit_extremes_in_wide_types(tmp_path):
+    values = np.array([[0, 65535], [1, 2]], dtype=np.int32)
+    np.testing.assert_array_equal(read_mask(save(tmp_path / "edge.tif", values)), values)
+
+
+def test_dataset_refuses_a_negative_mask_naming_it(tmp_path):
+    image = np.zeros((2, 3), np.uint8)
+    good = np.array([[0, 1, 0], [1, 0, 1]], dtype=np.int16)
+    root = make_folder(tmp_path, {"a": (image, ".png", good, ".tif"),
+                                  "b": (image, ".png", -good, ".tif")})
+    with pytest.raises(ValueError, match="b.tif"):
+        FolderDataset(root)
+
+
+def test_dataset_with_too_many_mask_values_names_the_files(tmp_path):
+    image = np.zeros((20, 20), np.uint8)
+    wide = np.arange(400, dtype=np.uint16).reshape(20, 20) * 7  # 400 distinct values
+    binary = np.zeros((20, 20), np.uint16)
+    binary[:10] = 1
+    root = make_folder(tmp_path, {"few": (image, ".png", binary, ".png"),
+                                  "many": (image, ".png", wide, ".png")})
+    with pytest.raises(ValueError, match="at most 256 classes") as caught:
+        FolderDataset(root)
+    message = str(caught.value)
+    assert "many.png (400)" in message  # the file with the most distinct values first
+    assert message.index("many.png") < message.index("few.png (2)")
+    assert "401 distinct values" in message  # 0..2793 by 7, plus the binary mask's 1
+
+
 def test_palette_mask_gives_indices(tmp_path):
     indices = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
     picture = Image.fromarray(indices, mode="P")

@@ -5,11 +5,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from scratchseg.checkpoint import load_model
+from scratchseg.checkpoint import load_model, load_training_state, save_model
 from scratchseg.cli import main
+from scratchseg.models import UNet
 from scratchseg.train import Trainer
 from tests.torch_unet import TorchUNet
 
@@ -46,12 +48,21 @@ def test_train_writes_every_output(tmp_path):
 
 def test_model_file_loads_into_pytorch(tmp_path):
     run = _train(tmp_path, "run", "--epochs", "1", "--padding", "valid", "--tile", "8")
-    _, config, class_values = load_model(run / "model.safetensors")
-    assert class_values == [0, 1, 2, 3]
+    state, config, class_values = load_model(run / "model.safetensors")
+    assert class_values == [0, 1, 2, 3] and config["batch_norm"]
     torch_model = TorchUNet(**config)
-    missing, unexpected = torch_model.load_state_dict(load_file(run / "model.safetensors"),
-                                                      strict=False)
-    assert unexpected == [] and all(m.endswith("num_batches_tracked") for m in missing)
+    tensors = load_file(run / "model.safetensors")
+    torch_model.load_state_dict(tensors, strict=True)  # num_batches_tracked included
+    steps = load_training_state(run / "checkpoint.safetensors")["step"]
+    assert steps == 3  # 6 images: 5 for training in batches of 2
+    counters = {k: v for k, v in torch_model.state_dict().items()
+                if k.endswith("num_batches_tracked")}
+    assert len(counters) == sum(k.endswith("running_mean") for k in state) > 0
+    assert all(v.dtype == torch.int64 and v.ndim == 0 and int(v) == steps
+               for v in counters.values())
+    for name, value in torch_model.state_dict().items():
+        if not name.endswith("num_batches_tracked"):
+            assert np.array_equal(value.numpy(), state[name]), name
 
 
 def test_resume_continues_bit_identically(tmp_path, monkeypatch):
@@ -151,6 +162,13 @@ def test_folder_training_predict_and_evaluate(tmp_path, capsys):
     (["train", "--resume", "no_such_run"], "no_such_run"),
     (["train"], "--out"),
     (["summary", "--input-size", "570"], "nearest valid sizes: 556 and 572"),
+    (["summary", "--input-size", "0"], "--input-size"),
+    (["summary", "--batch-size", "0"], "--batch-size"),
+    (["train", "--out", "o", "--bogus"], "--bogus"),
+    (["train", "--out", "o", "--padding", "wrong"], "--padding"),
+    (["train", "--out", "o", "--schedule", "linear"], "--schedule"),
+    (["train", "--out", "o", "--epochs", "two"], "--epochs"),
+    (["frobnicate"], "frobnicate"),
 ])
 def test_errors_are_one_line_without_traceback(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -158,6 +176,102 @@ def test_errors_are_one_line_without_traceback(tmp_path, monkeypatch, capsys, ar
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--batch-size", "0"), ("--epochs", "0"), ("--epochs", "-1"), ("--lr", "nan"),
+    ("--lr", "-0.1"), ("--momentum", "1"), ("--weight-decay", "inf"), ("--dropout", "1"),
+    ("--tile", "0"), ("--depth", "0"), ("--val-fraction", "1"), ("--num-samples", "0"),
+])
+def test_out_of_range_train_options_are_refused_up_front(tmp_path, capsys, flag, value):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *TINY, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"scratchseg train: error: {flag} must be ")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def test_help_returns_zero(capsys):
+    assert main(["train", "--help"]) == 0
+    assert "--batch-norm" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A run that has trained its one epoch; the tests below must leave it as it is."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", "--out", str(run), *TINY, "--epochs", "1"]) == 0
+    return run
+
+
+def _run_files(run):
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir())}
+
+
+def test_resume_into_another_folder_is_refused(finished_run, tmp_path, capsys):
+    before = _run_files(finished_run)
+    other = tmp_path / "branch"
+    assert main(["train", "--resume", str(finished_run), "--out", str(other),
+                 "--epochs", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"drop --out {other}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not other.exists()
+    assert _run_files(finished_run) == before
+
+
+@pytest.mark.parametrize("change, flag", [
+    (["--depth", "3"], "--depth"),
+    (["--padding", "valid"], "--padding"),
+    (["--no-batch-norm"], "--batch-norm"),
+    (["--lr", "0.5"], "--lr"),
+])
+def test_resume_refuses_to_change_the_model_or_the_data(finished_run, capsys, change, flag):
+    before = _run_files(finished_run)
+    assert main(["train", "--resume", str(finished_run), "--epochs", "2", "--quiet",
+                 *change]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot change {flag} " in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert _run_files(finished_run) == before
+
+
+def test_resume_may_repeat_the_stored_options(finished_run, capsys):
+    """Giving an option with the value the run already has is no change: the error is
+    only that the run is finished."""
+    assert main(["train", "--resume", str(finished_run), "--depth", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change" not in err and "already finished" in err
+
+
+@pytest.mark.parametrize("epochs", [[], ["--epochs", "1"]])
+def test_resuming_a_finished_run_needs_more_epochs(finished_run, capsys, epochs):
+    before = _run_files(finished_run)
+    assert main(["train", "--resume", str(finished_run), "--quiet", *epochs]) == 2
+    err = capsys.readouterr().err
+    assert "already finished its 1 epochs" in err and "--epochs N" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert _run_files(finished_run) == before
+
+
+def test_resume_validates_the_new_epochs(finished_run, capsys):
+    assert main(["train", "--resume", str(finished_run), "--epochs", "0", "--quiet"]) == 2
+    assert "--epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_predict_refuses_negative_class_values_before_writing(tmp_path, capsys):
+    model = UNet(1, 2, 4, 1, "same", seed=0)
+    path = tmp_path / "model.safetensors"
+    save_model(path, model.state_dict(), config=model.config, class_values=[-1, 0])
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(path), "--out", str(out), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "[-1, 0]" in err and "[0, 65535]" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 def test_predict_rejects_a_missing_image(tmp_path, capsys):
