@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from scratchseg.checkpoint import atomic_path, atomic_write_text
 
@@ -117,7 +118,8 @@ class GradientFlowTracer:
                 grid[row_of[row["layer"]], column[row["step"]]] = max(float(row["grad_rms"]),
                                                                       1e-30)
             if row["dead_fraction"] not in (None, ""):
-                dead.setdefault(row["layer"], []).append(float(row["dead_fraction"]))
+                dead.setdefault(row["layer"], []).append((row["step"],
+                                                          float(row["dead_fraction"])))
 
         figure = Figure(figsize=(13, max(6, 0.2 * len(names) + 2)), layout="constrained")
         FigureCanvasAgg(figure)
@@ -125,6 +127,10 @@ class GradientFlowTracer:
         image = heat.imshow(numpy.log10(grid), aspect="auto", interpolation="nearest",
                             cmap="viridis")
         heat.set_yticks(range(len(names)), names, fontsize=6)
+        # columns are the recorded steps in order: integer ticks, labelled with the step
+        heat.xaxis.set_major_locator(MaxNLocator(integer=True))
+        heat.xaxis.set_major_formatter(FuncFormatter(
+            lambda x, _: str(steps[round(x)]) if 0 <= round(x) < len(steps) else ""))
         heat.set_xlabel("training step")
         heat.set_title("log10 RMS of the gradient passed down")
         figure.colorbar(image, ax=heat)
@@ -138,11 +144,13 @@ class GradientFlowTracer:
         profile.set_title(f"RMS per layer at step {steps[-1]}")
         profile.legend()
 
-        for layer, fractions in dead.items():
-            relu.plot(fractions, label=layer, linewidth=0.8)
+        for layer, points in dead.items():
+            relu.plot(*zip(*points), label=layer, linewidth=0.8,
+                      marker="o" if len(points) == 1 else None, markersize=3)
         relu.set_ylim(0, 1)
+        relu.xaxis.set_major_locator(MaxNLocator(integer=True))
         relu.set_xlabel("training step")
-        relu.set_title("dead ReLUs: share of zero outputs")
+        relu.set_title("dead ReLUs (share of 0s)")
         if len(dead) <= 12:
             relu.legend(fontsize=6)
         with atomic_path(Path(path)) as temp:

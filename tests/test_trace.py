@@ -44,3 +44,43 @@ def test_tracer_records_true_norms_and_leaves_results_unchanged():
     relu = rows["encoder.0.relu1"]
     assert 0.0 < relu["dead_fraction"] < 1.0
     assert rows["encoder.0.conv1"]["dead_fraction"] is None
+
+
+def test_plot_has_integer_step_ticks_and_unclipped_titles(tmp_path, monkeypatch):
+    import scratchseg.trace as trace
+
+    figures = []
+
+    class RecordedFigure(trace.Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(trace, "Figure", RecordedFigure)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 16, 16)).astype(np.float32)
+    dy = rng.standard_normal((2, 2, 16, 16)).astype(np.float32)
+    model = UNet(base_channels=2, depth=2, padding="same", seed=1)
+    optimizer = SGD(model, lr=0.1, momentum=0.0)
+    tracer = GradientFlowTracer(model)
+    for step in (10, 11):                       # two steps: the default locator would give 0.5s
+        tracer.before_step()
+        _step(model, optimizer, x, dy)
+        tracer.after_step(step)
+    tracer.plot(tmp_path / "gradient_flow.png")
+    assert (tmp_path / "gradient_flow.png").stat().st_size > 0
+
+    (figure,) = figures
+    renderer = figure.canvas.get_renderer()
+    heat, profile, relu = figure.axes[:3]       # then the colorbar's axes
+    for axes in (heat, relu):
+        low, high = axes.get_xlim()
+        shown = [(tick, label.get_text()) for tick, label in
+                 zip(axes.get_xticks(), axes.get_xticklabels()) if low <= tick <= high]
+        assert shown and all(float(tick).is_integer() for tick, _ in shown), shown
+        assert {text for _, text in shown} == {"10", "11"}, shown   # the steps themselves
+    width, height = figure.canvas.get_width_height()
+    for axes in (heat, profile, relu):
+        box = axes.title.get_window_extent(renderer)
+        # a margin of 5 pixels: the old third title ended 2 pixels from the edge, cut off
+        assert 5 <= box.x0 and box.x1 <= width - 5 and box.y1 <= height, axes.get_title()
