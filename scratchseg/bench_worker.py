@@ -188,7 +188,7 @@ class _Framework:
         def step():
             model.zero_grad()
             loss, cache = F.softmax_cross_entropy_forward(model.forward(x), labels)
-            model.backward(F.softmax_cross_entropy_backward(1.0, cache))
+            model.backward(F.softmax_cross_entropy_backward(1.0, cache), input_grad=False)
             opt.step()
 
         return step

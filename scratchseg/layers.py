@@ -107,8 +107,9 @@ class Conv2d(Layer):
                                         self.stride, self.padding)
         return y
 
-    def backward(self, dy):
-        dx, dw, db = conv2d_backward(dy, self._pop_cache())
+    def backward(self, dy, input_grad=True):
+        """dx (None with ``input_grad=False``); dW and db accumulate into ``grads``."""
+        dx, dw, db = conv2d_backward(dy, self._pop_cache(), input_grad)
         self._accumulate(weight=dw, bias=db)
         return dx
 

@@ -3,7 +3,8 @@
 For every layer the tracer records, at each training step,
 
 - ``activation_rms``: RMS of the layer's output, sqrt(mean(y^2));
-- ``grad_rms``: RMS of the gradient it passes down, sqrt(mean(dx^2));
+- ``grad_rms``: RMS of the gradient it passes down, sqrt(mean(dx^2)) (None for the
+  first layer when the backward skips the input's gradient);
 - ``weight_grad_rms``: RMS of its parameter gradients (layers with parameters);
 - ``update_ratio``: ||w_after - w_before|| / ||w_before||, the relative size of the SGD step;
 - ``dead_fraction``: for a ReLU, the share of outputs that are exactly 0.
@@ -60,9 +61,10 @@ class GradientFlowTracer:
                 entry["dead_fraction"] = float((y == 0).mean())
             return y
 
-        def traced_backward(dy):
-            dx = backward(dy)
-            stats.setdefault(name, {})["grad_rms"] = _rms(dx)
+        def traced_backward(dy, *args):
+            dx = backward(dy, *args)
+            if dx is not None:  # None: the network's input, which needs no gradient
+                stats.setdefault(name, {})["grad_rms"] = _rms(dx)
             return dx
 
         layer.forward, layer.backward = traced_forward, traced_backward

@@ -185,7 +185,7 @@ def training_step(model, optimizer, x, labels, weight_map=None, *,
     totals = communicator.allreduce(xp.stack([xp.asarray(v, dtype=xp.float64)
                                               for v in (loss_sum, weight_sum)]))
     loss, norm = float(totals[0]), float(totals[1])
-    model.backward(softmax_cross_entropy_backward(1.0 / norm, cache))
+    model.backward(softmax_cross_entropy_backward(1.0 / norm, cache), input_grad=False)
     if buckets is not None:
         buckets.allreduce(communicator)
     optimizer.step()

@@ -127,6 +127,23 @@ def test_bias_free_path_returns_db_none(transposed, rng):
     assert dx.shape == x.shape and dw.shape == w.shape
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@given(case=conv2d_cases())
+def test_conv2d_without_input_grad_gives_the_same_dw_and_db(case, bias):
+    """input_grad=False (a network's input) skips dx; dW and db are the full backward's."""
+    b = case["b"] if bias else None
+    y, cache = conv2d_forward(case["x"], case["w"], b, case["stride"], case["padding"])
+    dy = np.random.default_rng(3).standard_normal(y.shape)
+    dx, dw, db = conv2d_backward(dy, cache, input_grad=False)
+    _, dw_full, db_full = conv2d_backward(dy, cache)
+    assert dx is None
+    np.testing.assert_allclose(dw, dw_full, rtol=1e-12, atol=1e-12)
+    if bias:
+        np.testing.assert_allclose(db, db_full, rtol=1e-12, atol=1e-12)
+    else:
+        assert db is None
+
+
 # ---------------------------------------------------------------- against PyTorch
 
 def _torch_reference(case, transposed, bias):

@@ -207,6 +207,22 @@ def test_gradients_accumulate_over_split_batches():
         np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("options", TINY[:3], ids=str)
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(options):
+    """Training's backward (input_grad=False) skips only the image's gradient."""
+    model = UNet(base_channels=2, depth=2, seed=1, dtype="float64", **options)
+    x = np.random.default_rng(2).standard_normal((2, 1, 44, 44))
+    logits = model.forward(x)
+    dy = np.random.default_rng(3).standard_normal(logits.shape)
+    model.backward(dy)
+    full = [g.copy() for _, g in model.gradients()]
+    model.zero_grad()
+    model.forward(x)
+    assert model.backward(dy, input_grad=False) is None
+    for (name, g), ref in zip(model.gradients(), full):
+        np.testing.assert_allclose(g, ref, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def test_backward_frees_the_caches():
     model = UNet(base_channels=2, depth=2, padding="same")
     logits = model.forward(np.zeros((1, 1, 16, 16), dtype=np.float32))

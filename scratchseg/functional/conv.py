@@ -215,7 +215,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     return y, (x, w, b is not None, stride, padding, out_size)
 
 
-def conv2d_backward(dy, cache):
+def conv2d_backward(dy, cache, input_grad=True):
     """dW = dY @ im2col(x)^T, db = sum_{n,h,w} dy, dx = col2im(W^T @ dY) (dY: (O, N H' W')).
 
     With stride 1 (and p <= k - 1) dx is the same sum computed as a convolution
@@ -223,12 +223,18 @@ def conv2d_backward(dy, cache):
     by k - 1 - p: one im2col + GEMM instead of col2im's k*k read-modify-write
     passes over dx. The same columns of dy give dW (flipped) as X @ im2col(dy)^T,
     so the backward builds one set of columns, not two.
+
+    ``input_grad=False`` returns dx = None and skips its GEMM, as PyTorch skips
+    an input that does not require grad (a network's first layer in training).
     """
     x, w, has_bias, stride, padding, out_size = cache
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     check_upstream("conv2d_backward", dy, (n, o, *out_size), x.dtype, backend_name(x))
     xp = get_array_module(x)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    if not input_grad:  # dW alone: the columns of x, C kH kW rows, not those of dy
+        return None, _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape), db
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
     if stride == (1, 1) and min(flipped_padding) >= 0:
         flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
@@ -243,7 +249,6 @@ def conv2d_backward(dy, cache):
                           out=scratch(xp, (c * kh * kw, n * out_size[0] * out_size[1]),
                                       dy.dtype))
         dx = col2im(dcols, x.shape, (kh, kw), stride, padding, out_size)
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 
 

@@ -51,10 +51,12 @@ class ConvBlock:
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
-        for _, layer in reversed(self.layers):
+    def backward(self, dy, input_grad=True):
+        """The layers in reverse; ``input_grad=False`` stops at the first conv's dW."""
+        (_, first), *rest = self.layers
+        for _, layer in reversed(rest):
             dy = layer.backward(dy)
-        return dy
+        return first.backward(dy, input_grad)
 
 
 class UNet:
@@ -141,10 +143,12 @@ class UNet:
             x = block.forward(x)
         return self.head.forward(x)
 
-    def backward(self, dlogits):
+    def backward(self, dlogits, input_grad=True):
         """dx: the decoder in reverse, each skip's gradient set aside, then the encoder
         in reverse with the skip gradient added to the gradient arriving from below.
-        Parameter gradients accumulate into ``gradients()``.
+        Parameter gradients accumulate into ``gradients()``. ``input_grad=False``
+        (training: the image needs no gradient) returns None and skips the first
+        convolution's dx, a GEMM as large as its forward.
         """
         if not self._concat_caches:
             raise RuntimeError("UNet.backward called without a forward")
@@ -161,11 +165,12 @@ class UNet:
         dx = self.bottleneck.backward(dx)
         # skip_grads runs shallow -> deep (the decoder was walked top-down); the
         # encoder is walked bottom-up, so pair it with the reversed list.
-        for block, pool, dskip in zip(reversed(self.encoder), reversed(self.pools),
-                                      reversed(skip_grads)):
+        for level, block, pool, dskip in zip(reversed(range(len(self.encoder))),
+                                             reversed(self.encoder), reversed(self.pools),
+                                             reversed(skip_grads)):
             dx = pool.backward(dx)
             dx += dskip
-            dx = block.backward(dx)
+            dx = block.backward(dx, input_grad or level > 0)
         return dx
 
     # -- sizes ----------------------------------------------------------------------------
