@@ -20,7 +20,16 @@ MODES = ("full", "random")
 
 
 class GradientCheckError(AssertionError):
-    """An analytic gradient disagrees with central differences."""
+    """An analytic gradient disagrees with central differences.
+
+    ``abs_error`` and ``rel_error`` are the input's worst errors (as a passing
+    report gives them), nan where no comparison was made (a missing or
+    misshapen gradient).
+    """
+
+    def __init__(self, message, abs_error=float("nan"), rel_error=float("nan")):
+        super().__init__(message)
+        self.abs_error, self.rel_error = abs_error, rel_error
 
 
 @dataclass
@@ -126,8 +135,8 @@ def _compare(name, analytic, numeric, atol, rtol, mode, report):
         raise GradientCheckError(
             f"gradient of {name!r} is wrong at {where}: analytic {analytic[worst]:.6g}, "
             f"numerical {numeric[worst]:.6g} (abs error {abs_error[worst]:.3g}, "
-            f"allowed {atol + rtol * abs(numeric[worst]):.3g})"
-        )
+            f"allowed {atol + rtol * abs(numeric[worst]):.3g})",
+            abs_error=float(abs_error.max()), rel_error=float(rel_error.max()))
     report.names.append(name)
     report.max_abs_error.append(float(abs_error.max(initial=0.0)))
     report.max_rel_error.append(float(rel_error.max(initial=0.0)))

@@ -161,8 +161,9 @@ def run_model_checks(backend="numpy", seed=0, mode="full"):
 def _rows(op, grad_names, forward, backward, inputs, mode="full"):
     """One row per gradient, each checked on its own (the others held fixed), so one
     wrong gradient fails its own row only; a gradient that is identically zero fails
-    too (it proves nothing). A failing row has no error figures (nan), its message
-    names the worst element, both values and the error there."""
+    too (it proves nothing). A failing row keeps its worst errors (nan only where
+    the backward gave no usable gradient); its message names the worst element,
+    both values and the error there."""
     return [_row(op, name, forward, backward, inputs, k, mode)
             for k, name in enumerate(grad_names)]
 
@@ -183,6 +184,6 @@ def _row(op, name, forward, backward, inputs, k, mode):
     try:
         report = check_gradients(forward_k, backward_k, [inputs[k]], names=[name], mode=mode)
     except GradientCheckError as error:
-        return (op, name, float("nan"), float("nan"), False, str(error))
+        return (op, name, error.abs_error, error.rel_error, False, str(error))
     (a,), (r,), (scale,) = report.max_abs_error, report.max_rel_error, report.max_abs_gradient
     return (op, name, a, r, scale > 0, "" if scale > 0 else "gradient is identically zero")

@@ -95,6 +95,8 @@ def test_a_wrong_bias_gradient_fails_its_own_row_only(capsys, monkeypatch):
         ("dx", "pass"), ("dw", "pass"), ("db", "FAIL"),  # conv2d stride 2
     ]
     assert all(float(abs_err) < 1e-6 for _, abs_err, result in rows if result == "pass")
+    # a failing row keeps its figures: db is 10% off, far above the 1e-5 tolerance
+    assert all(float(abs_err) > 1e-3 for _, abs_err, result in rows if result == "FAIL")
     fail_lines = [line for line in out.splitlines() if "FAIL" in line]
     assert len(fail_lines) == 2
     assert all("'db'" in line and "analytic" in line and "numerical" in line

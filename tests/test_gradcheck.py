@@ -65,6 +65,9 @@ def test_catches_one_wrong_element_of_dw(conv_inputs):
     analytic, numerical = _number("analytic", message), _number("numerical", message)
     assert analytic - numerical == pytest.approx(0.05, abs=1e-5)
     assert abs(numerical) > 1e-3  # a real derivative, not a placeholder
+    # the error carries the input's worst figures, for tables of failing checks
+    assert info.value.abs_error == pytest.approx(0.05, abs=1e-5)
+    assert info.value.rel_error == pytest.approx(0.05 / abs(numerical), rel=1e-3)
 
 
 def test_names_default_to_input_positions(conv_inputs):
