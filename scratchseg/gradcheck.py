@@ -46,8 +46,13 @@ class GradientReport:
         return list(zip(self.names, self.max_abs_error, self.max_rel_error))
 
 
-def _as_tuple(grads):
-    return tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
+def gradients_tuple(grads, count):
+    """A backward's result as a tuple of ``count`` gradients (a lone array is one);
+    GradientCheckError when it returns another number."""
+    grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
+    if len(grads) != count:
+        raise GradientCheckError(f"backward returned {len(grads)} gradients for {count} inputs")
+    return grads
 
 
 def check_gradients(forward, backward, inputs, *, mode="full", eps=1e-6, atol=1e-5, rtol=1e-3,
@@ -71,10 +76,7 @@ def check_gradients(forward, backward, inputs, *, mode="full", eps=1e-6, atol=1e
 
     y, cache = forward(*inputs)
     dy = xp.asarray(rng.standard_normal(numpy.shape(y)))
-    grads = _as_tuple(backward(dy, cache))
-    if len(grads) != len(inputs):
-        raise GradientCheckError(f"backward returned {len(grads)} gradients for "
-                                 f"{len(inputs)} inputs")
+    grads = gradients_tuple(backward(dy, cache), len(inputs))
 
     def objective():
         return float((forward(*inputs)[0] * dy).sum())

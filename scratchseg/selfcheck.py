@@ -8,8 +8,13 @@ import numpy
 
 from scratchseg import functional as F
 from scratchseg import layers
-from scratchseg.backend import to_device
-from scratchseg.gradcheck import GradientCheckError, check_gradients, layer_functions
+from scratchseg.backend import backend_name, to_device
+from scratchseg.gradcheck import (
+    GradientCheckError,
+    check_gradients,
+    gradients_tuple,
+    layer_functions,
+)
 
 
 def _distinct(rng, shape):
@@ -30,8 +35,8 @@ def _op_cases(rng):
     gamma, beta = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
 
     def loss_forward(z, **kw):
-        return F.softmax_cross_entropy_forward(z, labels, to_device(class_weight, _backend(z)),
-                                               to_device(weight_map, _backend(z)), -1, **kw)
+        return F.softmax_cross_entropy_forward(z, labels, to_device(class_weight, backend_name(z)),
+                                               to_device(weight_map, backend_name(z)), -1, **kw)
 
     return [
         ("conv2d", lambda a, k, c: F.conv2d_forward(a, k, c, stride=1, padding=1),
@@ -67,10 +72,6 @@ def _op_cases(rng):
         ("softmax_cross_entropy sum", lambda z: loss_forward(z, reduction="sum"),
          F.softmax_cross_entropy_backward, (logits,), ("dlogits",)),
     ]
-
-
-def _backend(array):
-    return "cupy" if type(array).__module__.startswith("cupy") else "numpy"
 
 
 def _layer_cases(rng, backend):
@@ -174,12 +175,7 @@ def _row(op, name, forward, backward, inputs, k, mode):
         return forward(*inputs[:k], x_k, *inputs[k + 1:])
 
     def backward_k(dy, cache):
-        grads = backward(dy, cache)
-        grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
-        if len(grads) != len(inputs):
-            raise GradientCheckError(f"backward returned {len(grads)} gradients for "
-                                     f"{len(inputs)} inputs")
-        return grads[k]
+        return gradients_tuple(backward(dy, cache), len(inputs))[k]
 
     try:
         report = check_gradients(forward_k, backward_k, [inputs[k]], names=[name], mode=mode)

@@ -165,12 +165,11 @@ class UNet:
         dx = self.bottleneck.backward(dx)
         # skip_grads runs shallow -> deep (the decoder was walked top-down); the
         # encoder is walked bottom-up, so pair it with the reversed list.
-        for level, block, pool, dskip in zip(reversed(range(len(self.encoder))),
-                                             reversed(self.encoder), reversed(self.pools),
-                                             reversed(skip_grads)):
+        for block, pool, dskip in zip(reversed(self.encoder), reversed(self.pools),
+                                      reversed(skip_grads)):
             dx = pool.backward(dx)
             dx += dskip
-            dx = block.backward(dx, input_grad or level > 0)
+            dx = block.backward(dx, input_grad or block is not self.encoder[0])
         return dx
 
     # -- sizes ----------------------------------------------------------------------------
