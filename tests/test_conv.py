@@ -206,6 +206,67 @@ def test_conv_transpose2d_in_row_bands_matches_torch(case):
     _with_one_row_bands(case, transposed=True)
 
 
+@st.composite
+def stride_one_conv2d_cases(draw):
+    """Stride-1 conv2d problems on maps tall enough for several 8-row bands."""
+    case = draw(conv2d_cases())
+    kh = case["w"].shape[2]
+    ph = case["padding"][0] if isinstance(case["padding"], tuple) else case["padding"]
+    h = draw(st.integers(max(1, kh - 2 * ph), 20))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    n, c, _, w = case["x"].shape
+    return dict(case, x=rng.standard_normal((n, c, h, w)), stride=1)
+
+
+def _with_row_shifts(check):
+    """Run ``check`` with every stride-1 convolution taking the row-shift path in bands
+    of 8 rows (the fewest it uses), however small its map."""
+    import scratchseg.functional.conv as conv
+
+    saved = conv.ROW_SHIFT_MIN_ROWS, conv.ROW_SHIFT_BAND_BYTES
+    conv.ROW_SHIFT_MIN_ROWS, conv.ROW_SHIFT_BAND_BYTES = 1, 1
+    try:
+        check()
+    finally:
+        conv.ROW_SHIFT_MIN_ROWS, conv.ROW_SHIFT_BAND_BYTES = saved
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@given(case=stride_one_conv2d_cases())
+def test_conv2d_by_row_shifts_matches_torch(case, bias):
+    _with_row_shifts(lambda: _compare_with_torch(case, transposed=False, bias=bias))
+
+
+@pytest.mark.parametrize("gradient", ["dx", "dw", "db"])
+@given(case=stride_one_conv2d_cases())
+def test_conv2d_by_row_shifts_gradients_match_finite_differences(case, gradient):
+    _with_row_shifts(lambda: _gradcheck(case, transposed=False, gradient=gradient))
+
+
+@pytest.mark.parametrize("rows, path", [(63, "im2col"), (64, "row shifts")])
+def test_large_stride_one_maps_take_the_row_shift_path(rows, path, rng, monkeypatch):
+    """The threshold routes a U-Net level of 64 rows or more through row shifts, in the
+    forward and in the backward, and both paths agree with PyTorch there."""
+    import scratchseg.functional.conv as conv
+
+    calls = []
+    original = conv._conv_by_row_shifts
+    monkeypatch.setattr(conv, "_conv_by_row_shifts",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    case = dict(x=rng.standard_normal((2, 3, rows, 20)), w=rng.standard_normal((4, 3, 3, 3)),
+                b=rng.standard_normal(4), stride=1, padding=1)
+    _compare_with_torch(case, transposed=False, bias=True)
+    assert len(calls) == (2 if path == "row shifts" else 0)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_up_convolution_with_stride_equal_to_kernel_matches_torch(padding, rng):
+    """2x2 stride-2 windows tile the output: col2im assigns instead of adding."""
+    case = dict(x=rng.standard_normal((2, 3, 5, 4)), w=rng.standard_normal((3, 2, 2, 2)),
+                b=rng.standard_normal(2), stride=2, padding=padding)
+    _compare_with_torch(case, transposed=True, bias=True)
+
+
 def test_conv2d_output_size_is_pytorchs_floor(rng):
     x = rng.standard_normal((1, 1, 10, 9))
     w = rng.standard_normal((2, 1, 3, 2))

@@ -82,18 +82,24 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
 
     x[n, c, s h + i - p, s w + j - p] += cols[(c, i, j), (n, h, w)] where that
     lands inside x: kH*kW strided slice additions (overlapping windows add up).
+    When the stride equals the kernel (a 2x2 stride-2 up-convolution) the windows
+    tile x and every element gets exactly one tap: plain assignments, no zeroing.
     """
     xp = get_array_module(cols)
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_size
     n, c, h, w = shape
     cols = cols.reshape(c, kh, kw, n, oh, ow)
-    x = xp.zeros(shape, dtype=cols.dtype)
+    tiled = (sh, sw) == (kh, kw) and (h, w) == (oh * sh - 2 * ph, ow * sw - 2 * pw)
+    x = xp.empty(shape, dtype=cols.dtype) if tiled else xp.zeros(shape, dtype=cols.dtype)
     x_cn = x.transpose(1, 0, 2, 3)
     for i in range(kh):
         rows, src_rows = _tap(i, sh, ph, h, 0, oh)
         for j in range(kw):
             columns, src_columns = _tap(j, sw, pw, w, 0, ow)
-            x_cn[:, :, src_rows, src_columns] += cols[:, i, j, :, rows, columns]
+            if tiled:
+                x_cn[:, :, src_rows, src_columns] = cols[:, i, j, :, rows, columns]
+            else:
+                x_cn[:, :, src_rows, src_columns] += cols[:, i, j, :, rows, columns]
     return x
 
 
@@ -166,6 +172,101 @@ def _conv_weight_grad(x, dy, kernel, stride, padding):
     return dw
 
 
+def kernel_columns(x, kw, padding, rows, out):
+    """(N, C, H, W) -> (kW*C, R*N*W') columns of the padded rows [r0, r1): im2col over the
+    kernel's columns only, R = r1 - r0 and W' = W + 2 pw - kW + 1.
+
+    cols[(j, c), r, n, w] = x_pad[n, c, r0 + r, w + j], 0 on the padding. The row index
+    sits outside the batch index, so a window of rows is one contiguous block of columns.
+    """
+    n, c, h, wd = x.shape
+    (ph, pw), (r0, r1) = padding, rows
+    ow = wd + 2 * pw - kw + 1
+    cols = out.reshape(kw, c, r1 - r0, n, ow)
+    x_rows_first = x.transpose(1, 2, 0, 3)
+    dst_rows, src_rows = _tap(0, 1, ph, h, r0, r1)
+    for j in range(kw):
+        dst_columns, src_columns = _tap(j, 1, pw, wd, 0, ow)
+        tap = cols[j]
+        if dst_rows.start > 0:
+            tap[:, :dst_rows.start] = 0
+        if dst_rows.stop < r1 - r0:
+            tap[:, dst_rows.stop:] = 0
+        if dst_columns.start > 0:
+            tap[..., :dst_columns.start] = 0
+        if dst_columns.stop < ow:
+            tap[..., dst_columns.stop:] = 0
+        tap[:, dst_rows, :, dst_columns] = x_rows_first[:, src_rows, :, src_columns]
+    return cols.reshape(kw * c, -1)
+
+
+ROW_SHIFT_MIN_ROWS = 64
+ROW_SHIFT_BAND_BYTES = 8 * 2**20
+
+
+def _row_shifted(g, kh, rows, out):
+    """(N, G, H, W) -> (kH*G, (r1 - r0 + kH - 1)*N*W): rows r0..r1-1 of g, shifted down by i
+    for each kernel row i, zero elsewhere; gs[(i, g), r, n, w] = g[n, g, r0 + r - i, w]."""
+    n, gc, _, wd = g.shape
+    r0, r1 = rows
+    shifted = out.reshape(kh, gc, r1 - r0 + kh - 1, n, wd)
+    for i in range(kh):
+        shifted[i, :, :i] = 0
+        shifted[i, :, i + r1 - r0:] = 0
+        shifted[i, :, i:i + r1 - r0] = g.transpose(1, 2, 0, 3)[:, r0:r1]
+    return shifted.reshape(kh * gc, -1)
+
+
+def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, weight_grad_of=None):
+    """Stride-1 convolution: y[o, h] = sum_i Z[(i, o), h + i] with
+    Z = W_rows (kH*O, kW*C) @ kernel_columns(x), W_rows[(i, o), (j, c)] = w[o, c, i, j].
+
+    im2col copies x kH*kW times and feeds the GEMM a matrix with only O rows, a shape
+    OpenBLAS runs at half its square rate when O is 32 or 64. Here the columns copy x
+    kW times, the GEMM has kH*O rows, and the kernel rows are summed by adding the
+    GEMM's output to itself shifted by i rows (kH - 1 adds of y's size). It does kH - 1
+    extra rows of GEMM per band, so small maps (fewer than ROW_SHIFT_MIN_ROWS output
+    rows, where im2col's GEMM is wide anyway) keep im2col.
+
+    With ``weight_grad_of`` (g, shape (N, G, H', W')) the same columns also give
+    G_rows (kH*G, kW*C) = row_shifted(g) @ columns^T, G_rows[(i, g), (j, c)] =
+    sum g[n, g, h, w] x_pad[n, c, h + i, w + j], returned beside y.
+    """
+    xp = get_array_module(x)
+    n, c, _, _ = x.shape
+    kh, kw = kernel
+    o = w_rows.shape[0] // kh
+    oh, ow = out_size
+    y = xp.empty((n, o, oh, ow), dtype=x.dtype)
+    y_rows_first = y.transpose(1, 2, 0, 3)
+    grad = None
+    step = max(8, ROW_SHIFT_BAND_BYTES // (kw * c * n * ow * x.dtype.itemsize))
+    for r0 in range(0, oh, step):
+        r1 = min(r0 + step, oh)
+        padded_rows = r1 - r0 + kh - 1
+        cols = kernel_columns(x, kw, padding, (r0, r0 + padded_rows),
+                              scratch(xp, (kw * c, padded_rows * n * ow), x.dtype))
+        z = xp.matmul(w_rows, cols,
+                      out=scratch(xp, (kh * o, padded_rows * n * ow), x.dtype, "product"))
+        z = z.reshape(kh, o, padded_rows, n, ow)
+        band = y_rows_first[:, r0:r1]
+        if kh == 1:
+            band[...] = z[0]
+        else:
+            xp.add(z[0, :, :r1 - r0], z[1, :, 1:r1 - r0 + 1], out=band)
+        for i in range(2, kh):
+            band += z[i, :, i:i + r1 - r0]
+        if weight_grad_of is not None:
+            shifted = _row_shifted(weight_grad_of, kh, (r0, r1), scratch(
+                xp, (kh * weight_grad_of.shape[1], padded_rows * n * ow), x.dtype, "product"))
+            band_grad = shifted @ cols.T
+            if grad is None:
+                grad = band_grad
+            else:
+                grad += band_grad
+    return y if weight_grad_of is None else (y, grad)
+
+
 def _check_conv(op, x, w, b, stride, padding, weight_layout):
     check_float_array(x, "x", op, ndim=4)
     check_float_array(w, "w", op, ndim=4)
@@ -209,7 +310,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             f"{op}: kernel {kh}x{kw} is larger than the padded input "
             f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}"
         )
-    y = _conv_gemm(x, w.reshape(o, -1), (kh, kw), stride, padding, out_size)
+    xp = get_array_module(x)
+    if stride == (1, 1) and out_size[0] >= ROW_SHIFT_MIN_ROWS:
+        w_rows = xp.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(kh * o, kw * x.shape[1])
+        y = _conv_by_row_shifts(x, w_rows, (kh, kw), padding, out_size)
+    else:
+        y = _conv_gemm(x, w.reshape(o, -1), (kh, kw), stride, padding, out_size)
     if b is not None:
         y += b[:, None, None]
     return y, (x, w, b is not None, stride, padding, out_size)
@@ -218,11 +324,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dy, cache, input_grad=True):
     """dW = dY @ im2col(x)^T, db = sum_{n,h,w} dy, dx = col2im(W^T @ dY) (dY: (O, N H' W')).
 
-    With stride 1 (and p <= k - 1) dx is the same sum computed as a convolution
-    of dy with the kernel flipped in space and transposed in channels, padded
-    by k - 1 - p: one im2col + GEMM instead of col2im's k*k read-modify-write
-    passes over dx. The same columns of dy give dW (flipped) as X @ im2col(dy)^T,
-    so the backward builds one set of columns, not two.
+    With stride 1 on a large map (at least ROW_SHIFT_MIN_ROWS rows, p <= k - 1) dx is
+    the same sum computed as a convolution of dy with the kernel flipped in space and
+    transposed in channels, padded by k - 1 - p, by row shifts (see
+    ``_conv_by_row_shifts``): no col2im read-modify-write passes over dx, and the same
+    columns of dy give dW. Small maps keep col2im: its k*k passes are over small
+    arrays, and no weight gets flipped.
 
     ``input_grad=False`` returns dx = None and skips its GEMM, as PyTorch skips
     an input that does not require grad (a network's first layer in training).
@@ -236,13 +343,13 @@ def conv2d_backward(dy, cache, input_grad=True):
     if not input_grad:  # dW alone: the columns of x, C kH kW rows, not those of dy
         return None, _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape), db
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
-    if stride == (1, 1) and min(flipped_padding) >= 0:
-        flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx, dw_flipped = _conv_gemm(dy, flipped.reshape(c, -1), (kh, kw), (1, 1),
+    if stride == (1, 1) and min(flipped_padding) >= 0 and h >= ROW_SHIFT_MIN_ROWS:
+        # flipped rows: w_rows[(i, c), (j, o)] = w[o, c, kh-1-i, kw-1-j]; the weight
+        # gradient comes back in the same layout, g[(i, c), (j, o)] = dW[o, c, kh-1-i, kw-1-j]
+        w_rows = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 1, 3, 0))
+        dx, g = _conv_by_row_shifts(dy, w_rows.reshape(kh * c, kw * o), (kh, kw),
                                     flipped_padding, (h, wd), weight_grad_of=x)
-        # X @ im2col(dy)^T is dW with its kernel flipped and its channels swapped
-        dw = xp.ascontiguousarray(
-            dw_flipped.reshape(c, o, kh, kw)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        dw = xp.ascontiguousarray(g.reshape(kh, c, kw, o)[::-1, :, ::-1].transpose(3, 1, 0, 2))
     else:
         dw = _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape)
         dcols = xp.matmul(w.reshape(o, -1).T, _to_channel_major(dy),

@@ -1,22 +1,23 @@
-"""A reusable scratch buffer for the im2col columns, one per array module and dtype.
+"""Reusable scratch buffers for a convolution's columns and GEMM products.
 
-A convolution's columns are kH*kW times larger than its input: 75-150 MiB for
-a 3x3 layer on a 256x256 U-Net level. Allocating them afresh on every call
-costs page faults that take as long as the GEMM itself, so the columns live
-in one buffer that grows to the largest request and is then reused. The
-array it returns is valid only until the next ``scratch`` call: an op must be
-done with it before it returns.
+A convolution's columns are several times larger than its input: 75-150 MiB
+for a 3x3 layer on a 256x256 U-Net level when built whole. Allocating them
+afresh on every call costs page faults that take as long as the GEMM itself,
+so they live in buffers, one per name, array module and dtype, that grow to
+the largest request and are then reused. The array ``scratch`` returns is
+valid only until the next call with the same name: an op must be done with it
+before it returns.
 """
 
 _buffers = {}
 
 
-def scratch(xp, shape, dtype):
-    """An uninitialised C-contiguous array of ``shape`` viewing the shared buffer."""
+def scratch(xp, shape, dtype, name="columns"):
+    """An uninitialised C-contiguous array of ``shape`` viewing the buffer called ``name``."""
     size = 1
     for extent in shape:
         size *= extent
-    key = (xp.__name__, str(dtype))
+    key = (name, xp.__name__, str(dtype))
     buffer = _buffers.get(key)
     if buffer is None or buffer.size < size:
         _buffers.pop(key, None)  # let the old buffer go before the larger one is made
