@@ -204,6 +204,16 @@ ROW_SHIFT_MIN_ROWS = 64
 ROW_SHIFT_BAND_BYTES = 8 * 2**20
 
 
+def _row_shifts_pay(stride, rows, in_channels, out_channels):
+    """Whether a convolution runs faster by row shifts than by im2col (measured on the
+    U-Net's layers): stride 1, at least ROW_SHIFT_MIN_ROWS output rows, and at least
+    half as many input channels as output channels. On small maps the kH - 1 extra
+    GEMM rows per band cost more than they save; with few input channels (a 1-channel
+    image) im2col's kH*kW copies are cheap, while the kH*O rows of output to add up
+    are not."""
+    return stride == (1, 1) and rows >= ROW_SHIFT_MIN_ROWS and 2 * in_channels >= out_channels
+
+
 def _row_shifted(g, kh, rows, out):
     """(N, G, H, W) -> (kH*G, (r1 - r0 + kH - 1)*N*W): rows r0..r1-1 of g, shifted down by i
     for each kernel row i, zero elsewhere; gs[(i, g), r, n, w] = g[n, g, r0 + r - i, w]."""
@@ -224,9 +234,8 @@ def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, weight_grad_of=Non
     im2col copies x kH*kW times and feeds the GEMM a matrix with only O rows, a shape
     OpenBLAS runs at half its square rate when O is 32 or 64. Here the columns copy x
     kW times, the GEMM has kH*O rows, and the kernel rows are summed by adding the
-    GEMM's output to itself shifted by i rows (kH - 1 adds of y's size). It does kH - 1
-    extra rows of GEMM per band, so small maps (fewer than ROW_SHIFT_MIN_ROWS output
-    rows, where im2col's GEMM is wide anyway) keep im2col.
+    GEMM's output to itself shifted by i rows (kH - 1 adds of y's size), at the cost of
+    kH - 1 extra rows of GEMM per band; ``_row_shifts_pay`` says where that wins.
 
     With ``weight_grad_of`` (g, shape (N, G, H', W')) the same columns also give
     G_rows (kH*G, kW*C) = row_shifted(g) @ columns^T, G_rows[(i, g), (j, c)] =
@@ -311,7 +320,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}"
         )
     xp = get_array_module(x)
-    if stride == (1, 1) and out_size[0] >= ROW_SHIFT_MIN_ROWS:
+    if _row_shifts_pay(stride, out_size[0], x.shape[1], o):
         w_rows = xp.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(kh * o, kw * x.shape[1])
         y = _conv_by_row_shifts(x, w_rows, (kh, kw), padding, out_size)
     else:
@@ -324,12 +333,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dy, cache, input_grad=True):
     """dW = dY @ im2col(x)^T, db = sum_{n,h,w} dy, dx = col2im(W^T @ dY) (dY: (O, N H' W')).
 
-    With stride 1 on a large map (at least ROW_SHIFT_MIN_ROWS rows, p <= k - 1) dx is
-    the same sum computed as a convolution of dy with the kernel flipped in space and
-    transposed in channels, padded by k - 1 - p, by row shifts (see
-    ``_conv_by_row_shifts``): no col2im read-modify-write passes over dx, and the same
-    columns of dy give dW. Small maps keep col2im: its k*k passes are over small
-    arrays, and no weight gets flipped.
+    Where row shifts pay (``_row_shifts_pay``, and p <= k - 1) dx is the same sum
+    computed as a convolution of dy with the kernel flipped in space and transposed in
+    channels, padded by k - 1 - p, by row shifts (see ``_conv_by_row_shifts``): no
+    col2im read-modify-write passes over dx, and the same columns of dy give dW.
+    Elsewhere col2im: on small maps its k*k passes are over small arrays, and no
+    weight gets flipped.
 
     ``input_grad=False`` returns dx = None and skips its GEMM, as PyTorch skips
     an input that does not require grad (a network's first layer in training).
@@ -343,7 +352,7 @@ def conv2d_backward(dy, cache, input_grad=True):
     if not input_grad:  # dW alone: the columns of x, C kH kW rows, not those of dy
         return None, _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape), db
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
-    if stride == (1, 1) and min(flipped_padding) >= 0 and h >= ROW_SHIFT_MIN_ROWS:
+    if min(flipped_padding) >= 0 and _row_shifts_pay(stride, h, c, o):
         # flipped rows: w_rows[(i, c), (j, o)] = w[o, c, kh-1-i, kw-1-j]; the weight
         # gradient comes back in the same layout, g[(i, c), (j, o)] = dW[o, c, kh-1-i, kw-1-j]
         w_rows = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 1, 3, 0))
