@@ -219,17 +219,18 @@ def stride_one_conv2d_cases(draw):
 
 
 def _with_row_shifts(check):
-    """Run ``check`` with every stride-1 convolution taking the row-shift path in bands
-    of 8 rows (the fewest it uses), whatever its map size and channels."""
+    """Run ``check`` with every stride-1 convolution on the large-map paths whatever its
+    size and channels: row shifts in bands of 8 rows (the fewest they use) forward, and
+    backward where C <= O, the flipped kernel over im2col columns of dy where C > O."""
     import scratchseg.functional.conv as conv
 
-    saved = conv._row_shifts_pay, conv.ROW_SHIFT_BAND_BYTES
+    saved = conv._row_shifts_pay, conv.ROW_SHIFT_MIN_ROWS, conv.ROW_SHIFT_BAND_BYTES
     conv._row_shifts_pay = lambda stride, *sizes: stride == (1, 1)
-    conv.ROW_SHIFT_BAND_BYTES = 1
+    conv.ROW_SHIFT_MIN_ROWS, conv.ROW_SHIFT_BAND_BYTES = 1, 1
     try:
         check()
     finally:
-        conv._row_shifts_pay, conv.ROW_SHIFT_BAND_BYTES = saved
+        conv._row_shifts_pay, conv.ROW_SHIFT_MIN_ROWS, conv.ROW_SHIFT_BAND_BYTES = saved
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
@@ -244,23 +245,26 @@ def test_conv2d_by_row_shifts_gradients_match_finite_differences(case, gradient)
     _with_row_shifts(lambda: _gradcheck(case, transposed=False, gradient=gradient))
 
 
-@pytest.mark.parametrize("rows, channels, path", [(63, 3, "im2col"), (64, 3, "row shifts"),
-                                                   (64, 1, "im2col")])
-def test_large_stride_one_maps_take_the_row_shift_path(rows, channels, path, rng, monkeypatch):
-    """The thresholds route a U-Net level of 64 rows or more through row shifts, in the
-    forward and in the backward, unless the input has under half as many channels as
-    the output (a 1-channel image); both paths agree with PyTorch there."""
+@pytest.mark.parametrize("rows, c_in, row_shift_passes", [
+    (63, 3, 0),  # a small map: im2col forward, col2im backward
+    (64, 3, 2),  # a U-Net level of 64+ rows: row shifts forward and backward
+    (64, 1, 0),  # a 1-channel image: im2col forward, col2im backward
+    (64, 8, 1),  # a decoder conv (C > O): backward by the flipped kernel's im2col
+])
+def test_each_layer_shape_takes_its_path(rows, c_in, row_shift_passes, rng, monkeypatch):
+    """The thresholds route each shape to the path measured fastest for it (counted by
+    the calls of the row-shift helper), and every path agrees with PyTorch there."""
     import scratchseg.functional.conv as conv
 
     calls = []
     original = conv._conv_by_row_shifts
     monkeypatch.setattr(conv, "_conv_by_row_shifts",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
-    case = dict(x=rng.standard_normal((2, channels, rows, 20)),
-                w=rng.standard_normal((4, channels, 3, 3)),
+    case = dict(x=rng.standard_normal((2, c_in, rows, 20)),
+                w=rng.standard_normal((4, c_in, 3, 3)),
                 b=rng.standard_normal(4), stride=1, padding=1)
     _compare_with_torch(case, transposed=False, bias=True)
-    assert len(calls) == (2 if path == "row shifts" else 0)
+    assert len(calls) == row_shift_passes
 
 
 @pytest.mark.parametrize("padding", [0, 1])

@@ -204,14 +204,15 @@ ROW_SHIFT_MIN_ROWS = 64
 ROW_SHIFT_BAND_BYTES = 8 * 2**20
 
 
-def _row_shifts_pay(stride, rows, in_channels, out_channels):
+def _row_shifts_pay(stride, kernel, rows, in_channels, out_channels):
     """Whether a convolution runs faster by row shifts than by im2col (measured on the
-    U-Net's layers): stride 1, at least ROW_SHIFT_MIN_ROWS output rows, and at least
-    half as many input channels as output channels. On small maps the kH - 1 extra
-    GEMM rows per band cost more than they save; with few input channels (a 1-channel
-    image) im2col's kH*kW copies are cheap, while the kH*O rows of output to add up
-    are not."""
-    return stride == (1, 1) and rows >= ROW_SHIFT_MIN_ROWS and 2 * in_channels >= out_channels
+    U-Net's layers): stride 1, a kernel with rows to shift, at least ROW_SHIFT_MIN_ROWS
+    output rows, and at least half as many input channels as output channels. On
+    small maps the kH - 1 extra GEMM rows per band cost more than they save; with few
+    input channels (a 1-channel image) im2col's kH*kW copies are cheap, while the kH*O
+    rows of output to add up are not."""
+    return (stride == (1, 1) and kernel[0] > 1 and rows >= ROW_SHIFT_MIN_ROWS
+            and 2 * in_channels >= out_channels)
 
 
 def _row_shifted(g, kh, rows, out):
@@ -320,7 +321,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}"
         )
     xp = get_array_module(x)
-    if _row_shifts_pay(stride, out_size[0], x.shape[1], o):
+    if _row_shifts_pay(stride, (kh, kw), out_size[0], x.shape[1], o):
         w_rows = xp.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(kh * o, kw * x.shape[1])
         y = _conv_by_row_shifts(x, w_rows, (kh, kw), padding, out_size)
     else:
@@ -333,12 +334,15 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dy, cache, input_grad=True):
     """dW = dY @ im2col(x)^T, db = sum_{n,h,w} dy, dx = col2im(W^T @ dY) (dY: (O, N H' W')).
 
-    Where row shifts pay (``_row_shifts_pay``, and p <= k - 1) dx is the same sum
-    computed as a convolution of dy with the kernel flipped in space and transposed in
-    channels, padded by k - 1 - p, by row shifts (see ``_conv_by_row_shifts``): no
-    col2im read-modify-write passes over dx, and the same columns of dy give dW.
-    Elsewhere col2im: on small maps its k*k passes are over small arrays, and no
-    weight gets flipped.
+    With stride 1 on a large map (p <= k - 1) dx is the same sum computed as a
+    convolution of dy with the kernel flipped in space and transposed in channels,
+    padded by k - 1 - p: no col2im read-modify-write passes over dx, and the columns
+    of dy that it builds also give dW. Where row shifts pay for the layer and C <= O it
+    runs by row shifts (``_conv_by_row_shifts``; dW then needs x shifted by rows, kH*C
+    rows of copies); with C > O (the decoder's convolutions, C = 2 O, and the final
+    1x1) those copies cost more than the shifts save, and it is one GEMM over im2col
+    columns of dy. Elsewhere col2im: on small maps (and for a 1-channel input) its
+    k*k passes are over small arrays, and no weight gets flipped.
 
     ``input_grad=False`` returns dx = None and skips its GEMM, as PyTorch skips
     an input that does not require grad (a network's first layer in training).
@@ -352,20 +356,27 @@ def conv2d_backward(dy, cache, input_grad=True):
     if not input_grad:  # dW alone: the columns of x, C kH kW rows, not those of dy
         return None, _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape), db
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
-    if min(flipped_padding) >= 0 and _row_shifts_pay(stride, h, c, o):
+    large_stride_one = stride == (1, 1) and min(flipped_padding) >= 0 and h >= ROW_SHIFT_MIN_ROWS
+    if large_stride_one and c <= o and _row_shifts_pay(stride, (kh, kw), h, c, o):
         # flipped rows: w_rows[(i, c), (j, o)] = w[o, c, kh-1-i, kw-1-j]; the weight
         # gradient comes back in the same layout, g[(i, c), (j, o)] = dW[o, c, kh-1-i, kw-1-j]
         w_rows = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 1, 3, 0))
         dx, g = _conv_by_row_shifts(dy, w_rows.reshape(kh * c, kw * o), (kh, kw),
                                     flipped_padding, (h, wd), weight_grad_of=x)
         dw = xp.ascontiguousarray(g.reshape(kh, c, kw, o)[::-1, :, ::-1].transpose(3, 1, 0, 2))
-    else:
-        dw = _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape)
-        dcols = xp.matmul(w.reshape(o, -1).T, _to_channel_major(dy),
-                          out=scratch(xp, (c * kh * kw, n * out_size[0] * out_size[1]),
-                                      dy.dtype))
-        dx = col2im(dcols, x.shape, (kh, kw), stride, padding, out_size)
-    return dx, dw, db
+        return dx, dw, db
+    if large_stride_one and c > o:
+        flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        dx, dw_flipped = _conv_gemm(dy, flipped.reshape(c, -1), (kh, kw), (1, 1),
+                                    flipped_padding, (h, wd), weight_grad_of=x)
+        # X @ im2col(dy)^T is dW with its kernel flipped and its channels swapped
+        dw = xp.ascontiguousarray(
+            dw_flipped.reshape(c, o, kh, kw)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        return dx, dw, db
+    dw = _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape)
+    dcols = xp.matmul(w.reshape(o, -1).T, _to_channel_major(dy),
+                      out=scratch(xp, (c * kh * kw, n * out_size[0] * out_size[1]), dy.dtype))
+    return col2im(dcols, x.shape, (kh, kw), stride, padding, out_size), dw, db
 
 
 def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
