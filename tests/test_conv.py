@@ -225,7 +225,7 @@ def _with_row_shifts(check):
     import scratchseg.functional.conv as conv
 
     saved = conv._row_shifts_pay, conv.ROW_SHIFT_MIN_ROWS, conv.ROW_SHIFT_BAND_BYTES
-    conv._row_shifts_pay = lambda stride, *sizes: stride == (1, 1)
+    conv._row_shifts_pay = lambda stride, kernel, *sizes: stride == (1, 1) and kernel[0] > 1
     conv.ROW_SHIFT_MIN_ROWS, conv.ROW_SHIFT_BAND_BYTES = 1, 1
     try:
         check()

@@ -228,8 +228,8 @@ def _row_shifted(g, kh, rows, out):
     return shifted.reshape(kh * gc, -1)
 
 
-def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, weight_grad_of=None):
-    """Stride-1 convolution: y[o, h] = sum_i Z[(i, o), h + i] with
+def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, bias=None, weight_grad_of=None):
+    """Stride-1 convolution, kH >= 2: y[o, h] = sum_i Z[(i, o), h + i] (+ bias[o]) with
     Z = W_rows (kH*O, kW*C) @ kernel_columns(x), W_rows[(i, o), (j, c)] = w[o, c, i, j].
 
     im2col copies x kH*kW times and feeds the GEMM a matrix with only O rows, a shape
@@ -260,12 +260,11 @@ def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, weight_grad_of=Non
                       out=scratch(xp, (kh * o, padded_rows * n * ow), x.dtype, "product"))
         z = z.reshape(kh, o, padded_rows, n, ow)
         band = y_rows_first[:, r0:r1]
-        if kh == 1:
-            band[...] = z[0]
-        else:
-            xp.add(z[0, :, :r1 - r0], z[1, :, 1:r1 - r0 + 1], out=band)
+        xp.add(z[0, :, :r1 - r0], z[1, :, 1:r1 - r0 + 1], out=band)
         for i in range(2, kh):
             band += z[i, :, i:i + r1 - r0]
+        if bias is not None:  # added while the band is in cache, not in a pass over y
+            band += bias[:, None, None, None]
         if weight_grad_of is not None:
             shifted = _row_shifted(weight_grad_of, kh, (r0, r1), scratch(
                 xp, (kh * weight_grad_of.shape[1], padded_rows * n * ow), x.dtype, "product"))
@@ -323,11 +322,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     xp = get_array_module(x)
     if _row_shifts_pay(stride, (kh, kw), out_size[0], x.shape[1], o):
         w_rows = xp.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(kh * o, kw * x.shape[1])
-        y = _conv_by_row_shifts(x, w_rows, (kh, kw), padding, out_size)
+        y = _conv_by_row_shifts(x, w_rows, (kh, kw), padding, out_size, bias=b)
     else:
         y = _conv_gemm(x, w.reshape(o, -1), (kh, kw), stride, padding, out_size)
-    if b is not None:
-        y += b[:, None, None]
+        if b is not None:
+            y += b[:, None, None]
     return y, (x, w, b is not None, stride, padding, out_size)
 
 
