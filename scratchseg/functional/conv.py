@@ -333,15 +333,14 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dy, cache, input_grad=True):
     """dW = dY @ im2col(x)^T, db = sum_{n,h,w} dy, dx = col2im(W^T @ dY) (dY: (O, N H' W')).
 
-    With stride 1 on a large map (p <= k - 1) dx is the same sum computed as a
-    convolution of dy with the kernel flipped in space and transposed in channels,
-    padded by k - 1 - p: no col2im read-modify-write passes over dx, and the columns
-    of dy that it builds also give dW. Where row shifts pay for the layer and C <= O it
-    runs by row shifts (``_conv_by_row_shifts``; dW then needs x shifted by rows, kH*C
-    rows of copies); with C > O (the decoder's convolutions, C = 2 O, and the final
-    1x1) those copies cost more than the shifts save, and it is one GEMM over im2col
-    columns of dy. Elsewhere col2im: on small maps (and for a 1-channel input) its
-    k*k passes are over small arrays, and no weight gets flipped.
+    With stride 1 (p <= k - 1) dx is the same sum computed as a convolution of dy with
+    the kernel flipped in space and transposed in channels, padded by k - 1 - p: no
+    col2im read-modify-write passes over dx, and the columns of dy that it builds also
+    give dW. Where row shifts pay for the layer and C <= O it runs by row shifts
+    (``_conv_by_row_shifts``; dW then needs x shifted by rows, kH*C rows of copies);
+    with C > O (the decoder's convolutions, C = 2 O, and the final 1x1) it is one GEMM
+    over im2col columns of dy. Elsewhere (the encoder's small maps, a 1-channel input,
+    strides) col2im: its k*k passes are over small arrays, and no weight gets flipped.
 
     ``input_grad=False`` returns dx = None and skips its GEMM, as PyTorch skips
     an input that does not require grad (a network's first layer in training).
@@ -355,8 +354,8 @@ def conv2d_backward(dy, cache, input_grad=True):
     if not input_grad:  # dW alone: the columns of x, C kH kW rows, not those of dy
         return None, _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape), db
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
-    large_stride_one = stride == (1, 1) and min(flipped_padding) >= 0 and h >= ROW_SHIFT_MIN_ROWS
-    if large_stride_one and c <= o and _row_shifts_pay(stride, (kh, kw), h, c, o):
+    stride_one = stride == (1, 1) and min(flipped_padding) >= 0
+    if stride_one and c <= o and _row_shifts_pay(stride, (kh, kw), h, c, o):
         # flipped rows: w_rows[(i, c), (j, o)] = w[o, c, kh-1-i, kw-1-j]; the weight
         # gradient comes back in the same layout, g[(i, c), (j, o)] = dW[o, c, kh-1-i, kw-1-j]
         w_rows = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 1, 3, 0))
@@ -364,7 +363,7 @@ def conv2d_backward(dy, cache, input_grad=True):
                                     flipped_padding, (h, wd), weight_grad_of=x)
         dw = xp.ascontiguousarray(g.reshape(kh, c, kw, o)[::-1, :, ::-1].transpose(3, 1, 0, 2))
         return dx, dw, db
-    if large_stride_one and c > o:
+    if stride_one and c > o:
         flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
         dx, dw_flipped = _conv_gemm(dy, flipped.reshape(c, -1), (kh, kw), (1, 1),
                                     flipped_padding, (h, wd), weight_grad_of=x)
