@@ -267,6 +267,22 @@ def test_each_layer_shape_takes_its_path(rows, c_in, row_shift_passes, rng, monk
     assert len(calls) == row_shift_passes
 
 
+def test_row_shifts_keep_float32(rng):
+    """A 64-row float32 layer (row shifts forward and backward, two bands) returns float32
+    arrays equal to the float64 computation, rounded."""
+    x = rng.standard_normal((1, 32, 64, 400))  # 150 KiB of columns per row: 54-row bands
+    w = rng.standard_normal((32, 32, 3, 3)) * 0.1
+    b = rng.standard_normal(32)
+    dy = rng.standard_normal((1, 32, 64, 400))
+    y64, cache64 = conv2d_forward(x, w, b, padding=1)
+    grads64 = conv2d_backward(dy, cache64)
+    y, cache = conv2d_forward(*(a.astype(np.float32) for a in (x, w, b)), padding=1)
+    grads = conv2d_backward(dy.astype(np.float32), cache)
+    for name, got, want in zip(("y", "dx", "dw", "db"), (y, *grads), (y64, *grads64)):
+        assert got.dtype == np.float32, name
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3, err_msg=name)
+
+
 @pytest.mark.parametrize("padding", [0, 1])
 def test_up_convolution_with_stride_equal_to_kernel_matches_torch(padding, rng):
     """2x2 stride-2 windows tile the output: col2im assigns instead of adding."""
