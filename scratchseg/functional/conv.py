@@ -8,9 +8,11 @@ conv_transpose2d  x (N, C, H, W), w (C, O, kH, kW) -> y (N, O, H', W'),
 
 im2col lays the kH*kW shifted, strided views of the padded input out as
 columns, so a convolution is one batched matrix product. col2im is its
-adjoint: kH*kW strided slice additions. The transposed convolution is the
-adjoint of the convolution, so its forward is conv2d's input-gradient and
-its backward is conv2d's forward.
+adjoint: kH*kW strided slice additions. Stride-1 convolutions on large maps
+split the kernel instead: columns for its kW column shifts only, and its kH
+rows summed by shifting the GEMM's output (``_conv_by_row_shifts``). The
+transposed convolution is the adjoint of the convolution, so its forward is
+conv2d's input-gradient and its backward is conv2d's forward.
 """
 
 from scratchseg.backend import backend_name, get_array_module
