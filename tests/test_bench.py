@@ -137,3 +137,41 @@ def test_scripts_parse_their_options(script):
     assert result.returncode == 0
     for flag in ("--backend", "--compare", "--json", "--repeats", "--rounds", "--quick"):
         assert flag in result.stdout
+
+
+def _compare_versions():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import compare_versions
+    finally:
+        sys.path.pop(0)
+    return compare_versions
+
+
+def test_compare_versions_pairs_two_checkouts(tmp_path, capsys):
+    """The same checkout on both sides, tiny model: every pair and the medians come back."""
+    compare_versions = _compare_versions()
+    out = tmp_path / "pairs.json"
+    assert compare_versions.main([str(ROOT), str(ROOT), "--pairs", "2", "--quick",
+                                  "--repeats", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["pairs"]) == 2
+    assert all(p["before_ms"] > 0 and p["after_ms"] > 0 for p in result["pairs"])
+    ratios = sorted(p["after_ms"] / p["before_ms"] for p in result["pairs"])
+    assert result["median_ratio"] == pytest.approx(sum(ratios) / 2)
+    assert "median of the pairs' ratios" in capsys.readouterr().out
+
+
+def test_compare_versions_refuses_a_directory_without_scratchseg(tmp_path):
+    compare_versions = _compare_versions()
+    with pytest.raises(SystemExit, match="not a scratchseg checkout"):
+        compare_versions.main([str(tmp_path), str(ROOT), "--pairs", "1", "--quick"])
+    with pytest.raises(SystemExit):
+        compare_versions.main([str(ROOT), str(ROOT), "--pairs", "0"])
+
+
+def test_compare_versions_summary_is_the_median_of_the_pairs_ratios():
+    assert _compare_versions().summary([(10.0, 5.0), (20.0, 20.0), (30.0, 15.0)]) == dict(
+        before_median_ms=20.0, after_median_ms=15.0, median_ratio=0.5,
+        pairs=[dict(before_ms=10.0, after_ms=5.0), dict(before_ms=20.0, after_ms=20.0),
+               dict(before_ms=30.0, after_ms=15.0)])
