@@ -9,7 +9,7 @@ conv_transpose2d  x (N, C, H, W), w (C, O, kH, kW) -> y (N, O, H', W'),
 im2col lays the kH*kW shifted, strided views of the padded input out as
 columns, so a convolution is one batched matrix product. col2im is its
 adjoint: kH*kW strided slice additions. Stride-1 convolutions on large maps
-split the kernel instead: columns for its kW column shifts only, and its kH
+split the kernel instead: im2col columns for a 1 x kW kernel only, and the kH
 rows summed by shifting the GEMM's output (``_conv_by_row_shifts``). The
 transposed convolution is the adjoint of the convolution, so its forward is
 conv2d's input-gradient and its backward is conv2d's forward.
@@ -174,34 +174,6 @@ def _conv_weight_grad(x, dy, kernel, stride, padding):
     return dw
 
 
-def kernel_columns(x, kw, padding, rows, out):
-    """(N, C, H, W) -> (kW*C, R*N*W') columns of the padded rows [r0, r1): im2col over the
-    kernel's columns only, R = r1 - r0 and W' = W + 2 pw - kW + 1.
-
-    cols[(j, c), r, n, w] = x_pad[n, c, r0 + r, w + j], 0 on the padding. The row index
-    sits outside the batch index, so a window of rows is one contiguous block of columns.
-    """
-    n, c, h, wd = x.shape
-    (ph, pw), (r0, r1) = padding, rows
-    ow = wd + 2 * pw - kw + 1
-    cols = out.reshape(kw, c, r1 - r0, n, ow)
-    x_rows_first = x.transpose(1, 2, 0, 3)
-    dst_rows, src_rows = _tap(0, 1, ph, h, r0, r1)
-    for j in range(kw):
-        dst_columns, src_columns = _tap(j, 1, pw, wd, 0, ow)
-        tap = cols[j]
-        if dst_rows.start > 0:
-            tap[:, :dst_rows.start] = 0
-        if dst_rows.stop < r1 - r0:
-            tap[:, dst_rows.stop:] = 0
-        if dst_columns.start > 0:
-            tap[..., :dst_columns.start] = 0
-        if dst_columns.stop < ow:
-            tap[..., dst_columns.stop:] = 0
-        tap[:, dst_rows, :, dst_columns] = x_rows_first[:, src_rows, :, src_columns]
-    return cols.reshape(kw * c, -1)
-
-
 ROW_SHIFT_MIN_ROWS = 64
 ROW_SHIFT_BAND_BYTES = 8 * 2**20
 
@@ -217,22 +189,10 @@ def _row_shifts_pay(stride, kernel, rows, in_channels, out_channels):
             and 2 * in_channels >= out_channels)
 
 
-def _row_shifted(g, kh, rows, out):
-    """(N, G, H, W) -> (kH*G, (r1 - r0 + kH - 1)*N*W): rows r0..r1-1 of g, shifted down by i
-    for each kernel row i, zero elsewhere; gs[(i, g), r, n, w] = g[n, g, r0 + r - i, w]."""
-    n, gc, _, wd = g.shape
-    r0, r1 = rows
-    shifted = out.reshape(kh, gc, r1 - r0 + kh - 1, n, wd)
-    for i in range(kh):
-        shifted[i, :, :i] = 0
-        shifted[i, :, i + r1 - r0:] = 0
-        shifted[i, :, i:i + r1 - r0] = g.transpose(1, 2, 0, 3)[:, r0:r1]
-    return shifted.reshape(kh * gc, -1)
-
-
 def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, bias=None, weight_grad_of=None):
     """Stride-1 convolution, kH >= 2: y[o, h] = sum_i Z[(i, o), h + i] (+ bias[o]) with
-    Z = W_rows (kH*O, kW*C) @ kernel_columns(x), W_rows[(i, o), (j, c)] = w[o, c, i, j].
+    Z = W_rows (kH*O, C*kW) @ X1, W_rows[(i, o), (c, j)] = w[o, c, i, j], and X1 the
+    im2col columns of x for a 1 x kW kernel over every padded row.
 
     im2col copies x kH*kW times and feeds the GEMM a matrix with only O rows, a shape
     OpenBLAS runs at half its square rate when O is 32 or 64. Here the columns copy x
@@ -241,40 +201,43 @@ def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, bias=None, weight_
     kH - 1 extra rows of GEMM per band; ``_row_shifts_pay`` says where that wins.
 
     With ``weight_grad_of`` (g, shape (N, G, H', W')) the same columns also give
-    G_rows (kH*G, kW*C) = row_shifted(g) @ columns^T, G_rows[(i, g), (j, c)] =
-    sum g[n, g, h, w] x_pad[n, c, h + i, w + j], returned beside y.
+    G_rows (G*kH, C*kW) = G1 @ X1^T, G1 the im2col columns of the band's rows of g for a
+    kH x 1 kernel padded by kH - 1 rows: G_rows[(g, i), (c, j)] =
+    sum g[n, g, h, w] x_pad[n, c, h + kH - 1 - i, w + j], returned beside y.
     """
     xp = get_array_module(x)
-    n, c, _, _ = x.shape
+    n, c, h, _ = x.shape
     kh, kw = kernel
     o = w_rows.shape[0] // kh
     oh, ow = out_size
+    padded_size = (h + 2 * padding[0], ow)
     y = xp.empty((n, o, oh, ow), dtype=x.dtype)
-    y_rows_first = y.transpose(1, 2, 0, 3)
-    grad = None
+    y_by_channel = y.transpose(1, 0, 2, 3)
+    if weight_grad_of is not None:
+        grad = xp.zeros((weight_grad_of.shape[1] * kh, c * kw), dtype=x.dtype)
+    # bands of about ROW_SHIFT_BAND_BYTES of columns, but never under 8 rows: each band
+    # computes kH - 1 rows twice
     step = max(8, ROW_SHIFT_BAND_BYTES // (kw * c * n * ow * x.dtype.itemsize))
     for r0 in range(0, oh, step):
         r1 = min(r0 + step, oh)
         padded_rows = r1 - r0 + kh - 1
-        cols = kernel_columns(x, kw, padding, (r0, r0 + padded_rows),
-                              scratch(xp, (kw * c, padded_rows * n * ow), x.dtype))
+        cols = im2col(x, (1, kw), (1, 1), padding, padded_size, rows=(r0, r0 + padded_rows),
+                      out=scratch(xp, (c * kw, n * padded_rows * ow), x.dtype))
         z = xp.matmul(w_rows, cols,
-                      out=scratch(xp, (kh * o, padded_rows * n * ow), x.dtype, "product"))
-        z = z.reshape(kh, o, padded_rows, n, ow)
-        band = y_rows_first[:, r0:r1]
-        xp.add(z[0, :, :r1 - r0], z[1, :, 1:r1 - r0 + 1], out=band)
+                      out=scratch(xp, (kh * o, n * padded_rows * ow), x.dtype, "product"))
+        z = z.reshape(kh, o, n, padded_rows, ow)
+        band = y_by_channel[:, :, r0:r1]
+        xp.add(z[0, :, :, :r1 - r0], z[1, :, :, 1:r1 - r0 + 1], out=band)
         for i in range(2, kh):
-            band += z[i, :, i:i + r1 - r0]
+            band += z[i, :, :, i:i + r1 - r0]
         if bias is not None:  # added while the band is in cache, not in a pass over y
             band += bias[:, None, None, None]
         if weight_grad_of is not None:
-            shifted = _row_shifted(weight_grad_of, kh, (r0, r1), scratch(
-                xp, (kh * weight_grad_of.shape[1], padded_rows * n * ow), x.dtype, "product"))
-            band_grad = shifted @ cols.T
-            if grad is None:
-                grad = band_grad
-            else:
-                grad += band_grad
+            g_cols = im2col(weight_grad_of[:, :, r0:r1], (kh, 1), (1, 1), (kh - 1, 0),
+                            (padded_rows, ow), out=scratch(
+                                xp, (weight_grad_of.shape[1] * kh, n * padded_rows * ow),
+                                x.dtype, "product"))
+            grad += g_cols @ cols.T
     return y if weight_grad_of is None else (y, grad)
 
 
@@ -323,7 +286,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         )
     xp = get_array_module(x)
     if _row_shifts_pay(stride, (kh, kw), out_size[0], x.shape[1], o):
-        w_rows = xp.ascontiguousarray(w.transpose(2, 0, 3, 1)).reshape(kh * o, kw * x.shape[1])
+        w_rows = xp.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(kh * o, -1)
         y = _conv_by_row_shifts(x, w_rows, (kh, kw), padding, out_size, bias=b)
     else:
         y = _conv_gemm(x, w.reshape(o, -1), (kh, kw), stride, padding, out_size)
@@ -358,12 +321,12 @@ def conv2d_backward(dy, cache, input_grad=True):
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
     stride_one = stride == (1, 1) and min(flipped_padding) >= 0
     if stride_one and c <= o and _row_shifts_pay(stride, (kh, kw), h, c, o):
-        # flipped rows: w_rows[(i, c), (j, o)] = w[o, c, kh-1-i, kw-1-j]; the weight
-        # gradient comes back in the same layout, g[(i, c), (j, o)] = dW[o, c, kh-1-i, kw-1-j]
-        w_rows = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 1, 3, 0))
-        dx, g = _conv_by_row_shifts(dy, w_rows.reshape(kh * c, kw * o), (kh, kw),
+        # flipped rows: w_rows[(i, c), (o, j)] = w[o, c, kh-1-i, kw-1-j]; the weight
+        # gradient comes back as g[(c, i), (o, j)] = dW[o, c, i, kw-1-j]
+        w_rows = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 1, 0, 3))
+        dx, g = _conv_by_row_shifts(dy, w_rows.reshape(kh * c, -1), (kh, kw),
                                     flipped_padding, (h, wd), weight_grad_of=x)
-        dw = xp.ascontiguousarray(g.reshape(kh, c, kw, o)[::-1, :, ::-1].transpose(3, 1, 0, 2))
+        dw = xp.ascontiguousarray(g.reshape(c, kh, o, kw)[:, :, :, ::-1].transpose(2, 0, 1, 3))
         return dx, dw, db
     if stride_one and c > o:
         flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
