@@ -16,12 +16,15 @@ scratchseg.bench_worker`), so both must have one.
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+try:
+    from scratchseg import bench
+except ImportError:  # run from a checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from scratchseg import bench
 
 
 def checkout(path):
@@ -35,18 +38,9 @@ def checkout(path):
 
 def step_median_ms(root, repeats=None, quick=False):
     """One process importing ``root``'s scratchseg: its training step's median in ms."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "scratchseg.bench_worker", "scratchseg",
-               "--tasks", "step", "--out", str(out)]
-        cmd += ["--quick"] if quick else []
-        cmd += ["--repeats", str(repeats)] if repeats else []
-        # -m puts the working directory first on sys.path: run inside the checkout
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-        subprocess.run(cmd, cwd=root, env=env, check=True, stderr=subprocess.DEVNULL)
-        records = json.loads(out.read_text())["records"]
-    return next(r["median_ms"] for r in records if r["name"] == "unet_train_step")
+    result = bench.spawn_worker("scratchseg", "numpy", ["step"], quick, repeats, None, 1e-3,
+                                package_root=str(root))
+    return next(r["median_ms"] for r in result["records"] if r["name"] == "unet_train_step")
 
 
 def compare(before, after, pairs=8, repeats=None, quick=False):

@@ -124,9 +124,10 @@ def step_label(config):
 # -- the parent: spawns workers, derives rates, formats -------------------------------------
 
 
-def _spawn(framework, backend, tasks, quick, repeats, warmup, lr):
-    """Run one worker in a fresh interpreter (the same one, the same scratchseg)."""
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def spawn_worker(framework, backend, tasks, quick, repeats, warmup, lr, package_root=None):
+    """Run one worker in a fresh interpreter (the same one) importing the scratchseg in
+    ``package_root`` (a checkout's root; by default this one)."""
+    package_root = package_root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)  # OPENBLAS_* and thread settings pass through untouched
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +137,8 @@ def _spawn(framework, backend, tasks, quick, repeats, warmup, lr):
         cmd += ["--quick"] if quick else []
         cmd += ["--repeats", str(repeats)] if repeats else []
         cmd += ["--warmup", str(warmup)] if warmup is not None else []
-        code = subprocess.run(cmd, env=env, stdout=2).returncode  # progress: stderr
+        # -m puts the working directory first on sys.path: run inside the checkout
+        code = subprocess.run(cmd, env=env, cwd=package_root, stdout=2).returncode
         if code:
             raise RuntimeError(f"bench: the {framework} worker failed with exit code {code} "
                                "(its messages are above)")
@@ -212,7 +214,7 @@ def run(backend="numpy", compare="torch", *, which="all", quick=False, repeats=N
     for _ in range(settings(quick, rounds=rounds)["rounds"]):
         records = []
         for framework in frameworks:
-            result = _spawn(framework, backend, tasks, quick, repeats, warmup, lr)
+            result = spawn_worker(framework, backend, tasks, quick, repeats, warmup, lr)
             note = f"{framework} skipped: {result['skipped']}"
             if result["skipped"] and note not in notes:
                 notes.append(note)
