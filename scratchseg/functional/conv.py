@@ -23,6 +23,7 @@ from scratchseg.functional._checks import (
     check_upstream,
     pair,
 )
+from scratchseg.functional.threads import in_parts
 from scratchseg.functional.workspace import scratch
 
 
@@ -61,21 +62,25 @@ def im2col(x, kernel, stride, padding, out_size, out=None, rows=None):
     cols = cols.reshape(c, kh, kw, n, r1 - r0, ow)
     x_cn = x.transpose(1, 0, 2, 3)
     column_taps = [_tap(j, sw, pw, w, 0, ow) for j in range(kw)]
-    for i in range(kh):
-        dst_rows, src_rows = _tap(i, sh, ph, h, r0, r1)
-        for j, (dst_columns, src_columns) in enumerate(column_taps):
-            tap = cols[:, i, j]
-            # zero the strips of taps that fall on the padding (checked first: these
-            # small assignments add up over thousands of calls per training step)
-            if dst_rows.start > 0:
-                tap[:, :, :dst_rows.start] = 0
-            if dst_rows.stop < r1 - r0:
-                tap[:, :, dst_rows.stop:] = 0
-            if dst_columns.start > 0:
-                tap[:, :, :, :dst_columns.start] = 0
-            if dst_columns.stop < ow:
-                tap[:, :, :, dst_columns.stop:] = 0
-            tap[:, :, dst_rows, dst_columns] = x_cn[:, :, src_rows, src_columns]
+    row_taps = [_tap(i, sh, ph, h, r0, r1) for i in range(kh)]
+
+    def copy_channels(part):
+        for i, (dst_rows, src_rows) in enumerate(row_taps):
+            for j, (dst_columns, src_columns) in enumerate(column_taps):
+                tap = cols[part, i, j]
+                # zero the strips of taps that fall on the padding (checked first: these
+                # small assignments add up over thousands of calls per training step)
+                if dst_rows.start > 0:
+                    tap[:, :, :dst_rows.start] = 0
+                if dst_rows.stop < r1 - r0:
+                    tap[:, :, dst_rows.stop:] = 0
+                if dst_columns.start > 0:
+                    tap[:, :, :, :dst_columns.start] = 0
+                if dst_columns.stop < ow:
+                    tap[:, :, :, dst_columns.stop:] = 0
+                tap[:, :, dst_rows, dst_columns] = x_cn[part, :, src_rows, src_columns]
+
+    in_parts(xp, c, copy_channels, shape[0] * shape[1])
     return cols.reshape(shape)
 
 
@@ -94,14 +99,17 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     tiled = (sh, sw) == (kh, kw) and (h, w) == (oh * sh - 2 * ph, ow * sw - 2 * pw)
     x = xp.empty(shape, dtype=cols.dtype) if tiled else xp.zeros(shape, dtype=cols.dtype)
     x_cn = x.transpose(1, 0, 2, 3)
-    for i in range(kh):
-        rows, src_rows = _tap(i, sh, ph, h, 0, oh)
-        for j in range(kw):
-            columns, src_columns = _tap(j, sw, pw, w, 0, ow)
+    taps = [(i, j, *_tap(i, sh, ph, h, 0, oh), *_tap(j, sw, pw, w, 0, ow))
+            for i in range(kh) for j in range(kw)]
+
+    def add_channels(part):
+        for i, j, rows, src_rows, columns, src_columns in taps:
             if tiled:
-                x_cn[:, :, src_rows, src_columns] = cols[:, i, j, :, rows, columns]
+                x_cn[part, :, src_rows, src_columns] = cols[part, i, j, :, rows, columns]
             else:
-                x_cn[:, :, src_rows, src_columns] += cols[:, i, j, :, rows, columns]
+                x_cn[part, :, src_rows, src_columns] += cols[part, i, j, :, rows, columns]
+
+    in_parts(xp, c, add_channels, cols.size)
     return x
 
 
@@ -227,11 +235,15 @@ def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, bias=None, weight_
                       out=scratch(xp, (kh * o, n * padded_rows * ow), x.dtype, "product"))
         z = z.reshape(kh, o, n, padded_rows, ow)
         band = y_by_channel[:, :, r0:r1]
-        xp.add(z[0, :, :, :r1 - r0], z[1, :, :, 1:r1 - r0 + 1], out=band)
-        for i in range(2, kh):
-            band += z[i, :, :, i:i + r1 - r0]
-        if bias is not None:  # added while the band is in cache, not in a pass over y
-            band += bias[:, None, None, None]
+
+        def sum_rows(part, z=z, band=band, rows=r1 - r0):
+            xp.add(z[0, part, :, :rows], z[1, part, :, 1:rows + 1], out=band[part])
+            for i in range(2, kh):
+                band[part] += z[i, part, :, i:i + rows]
+            if bias is not None:  # added while the band is in cache, not in a pass over y
+                band[part] += bias[part, None, None, None]
+
+        in_parts(xp, o, sum_rows, band.size)
         if weight_grad_of is not None:
             g_cols = im2col(weight_grad_of[:, :, r0:r1], (kh, 1), (1, 1), (kh - 1, 0),
                             (padded_rows, ow), out=scratch(

@@ -3,6 +3,7 @@
 from scratchseg.backend import backend_name, get_array_module
 from scratchseg.functional._checks import check_float_array, check_positive, check_upstream, pair
 from scratchseg.functional.conv import _window
+from scratchseg.functional.threads import in_parts
 
 
 def _offset_views(x, kernel, stride, out_size):
@@ -29,10 +30,16 @@ def max_pool2d_forward(x, kernel_size=2, stride=None):
         raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the input {h}x{w}")
     xp = get_array_module(x)
     out_size = ((h - kh) // sh + 1, (w - kw) // sw + 1)
-    views = _offset_views(x, (kh, kw), (sh, sw), out_size)
-    y = views[0].copy()
-    for view in views[1:]:
-        xp.maximum(y, view, out=y)
+    y = xp.empty((n, c, *out_size), dtype=x.dtype)
+
+    def pool_channels(part):
+        views = _offset_views(x[:, part], (kh, kw), (sh, sw), out_size)
+        y_part = y[:, part]
+        y_part[...] = views[0]
+        for view in views[1:]:
+            xp.maximum(y_part, view, out=y_part)
+
+    in_parts(xp, c, pool_channels, x.size)
     return y, (x, y, (kh, kw), (sh, sw))
 
 
@@ -54,18 +61,23 @@ def max_pool2d_backward(dy, cache):
         dx[:, :, :, y.shape[3] * stride[1]:] = 0
     else:
         dx = xp.zeros(x.shape, dtype=dy.dtype)
-    views = _offset_views(x, kernel, stride, y.shape[2:])
-    targets = _offset_views(dx, kernel, stride, y.shape[2:])
-    unclaimed = xp.ones(y.shape, dtype=bool)  # windows whose max has not been found yet
-    for k, (view, target) in enumerate(zip(views, targets)):
-        if k == len(views) - 1:
-            first_max = unclaimed
-        else:
-            first_max = view == y
-            first_max &= unclaimed
-            unclaimed ^= first_max
-        if overlapping:  # windows share elements: their gradients add up
-            target += xp.where(first_max, dy, 0)
-        else:  # each element belongs to one window at most: write in place
-            xp.multiply(dy, first_max, out=target)
+
+    def route_channels(part):
+        y_part, dy_part = y[:, part], dy[:, part]
+        views = _offset_views(x[:, part], kernel, stride, y.shape[2:])
+        targets = _offset_views(dx[:, part], kernel, stride, y.shape[2:])
+        unclaimed = xp.ones(y_part.shape, dtype=bool)  # windows whose max is not found yet
+        for k, (view, target) in enumerate(zip(views, targets)):
+            if k == len(views) - 1:
+                first_max = unclaimed
+            else:
+                first_max = view == y_part
+                first_max &= unclaimed
+                unclaimed ^= first_max
+            if overlapping:  # windows share elements: their gradients add up
+                target += xp.where(first_max, dy_part, 0)
+            else:  # each element belongs to one window at most: write in place
+                xp.multiply(dy_part, first_max, out=target)
+
+    in_parts(xp, x.shape[1], route_channels, x.size)
     return dx

@@ -1,0 +1,143 @@
+"""in_parts: NumPy work split over threads gives exactly the one-thread result."""
+
+import os
+import subprocess
+import sys
+import threading
+import types
+
+import numpy as np
+import pytest
+from conftest import distinct_values
+
+import scratchseg.functional.conv as conv
+from scratchseg.functional import (
+    conv2d_backward,
+    conv2d_forward,
+    conv_transpose2d_backward,
+    conv_transpose2d_forward,
+    max_pool2d_backward,
+    max_pool2d_forward,
+    relu_backward,
+    relu_forward,
+    threads,
+)
+from scratchseg.functional.threads import in_parts
+
+
+@pytest.fixture
+def parts(monkeypatch):
+    """A function that sets how many parts in_parts makes of any work (1 = no split)."""
+    def use(count):
+        monkeypatch.setattr(threads, "cores", lambda: count)
+        monkeypatch.setattr(threads, "MIN_PART_ELEMENTS", 1)
+    return use
+
+
+def _record_parts(extent, elements):
+    seen = []
+    in_parts(np, extent, lambda part: seen.append((part, threading.current_thread().name)),
+             elements)
+    return seen
+
+
+@pytest.mark.parametrize("count, extent", [(2, 10), (3, 10), (3, 3), (4, 7)])
+def test_parts_cover_the_range_once_in_order(parts, count, extent):
+    parts(count)
+    seen = _record_parts(extent, elements=extent)
+    slices = sorted((part.start, part.stop) for part, _ in seen)
+    assert len(slices) == count
+    assert slices[0][0] == 0 and slices[-1][1] == extent
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(slices, slices[1:]))
+    first = [name for part, name in seen if part.start == 0]
+    assert first == [threading.current_thread().name]  # the caller takes the first part
+
+
+def test_small_work_cupy_and_single_cores_run_once(monkeypatch):
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    small = 2 * threads.MIN_PART_ELEMENTS - 1
+    assert [p for p, _ in _record_parts(8, small)] == [slice(0, 8)]
+    assert len(_record_parts(8, small + 1)) == 2
+    fake_cupy = types.SimpleNamespace(__name__="cupy")
+    calls = []
+    in_parts(fake_cupy, 8, calls.append, 10**9)
+    assert calls == [slice(0, 8)]
+    monkeypatch.setattr(threads, "cores", lambda: 1)
+    assert [p for p, _ in _record_parts(8, 10**9)] == [slice(0, 8)]
+
+
+def test_an_error_in_any_part_is_raised_after_every_part_is_done(parts):
+    parts(3)
+    finished = []
+
+    def work(part):
+        if part.start == 3:
+            raise ValueError("part failed")
+        finished.append(part.start)
+
+    with pytest.raises(ValueError, match="part failed"):
+        in_parts(np, 10, work, 10)
+    assert sorted(finished) == [0, 6]
+
+
+def test_a_call_from_inside_a_part_runs_in_one_piece(parts):
+    """Nested calls must not wait on the pool they run in (it would deadlock)."""
+    parts(2)
+    inner = []
+    in_parts(np, 4, lambda part: inner.append(_record_parts(6, 6)), 4)
+    assert sorted(len(seen) for seen in inner) == [1, 2]  # the pool thread's ran whole
+
+
+def _ops_results(rng, monkeypatch):
+    """Outputs and gradients of every op that splits its work, float64, distinct values;
+    convolutions in bands of one row (row shifts: of eight)."""
+    for name in ("BAND_BYTES", "SINGLE_BAND_BYTES", "ROW_SHIFT_BAND_BYTES"):
+        monkeypatch.setattr(conv, name, 1)
+    x = distinct_values(rng, (2, 5, 17, 19))
+    w = rng.standard_normal((6, 5, 3, 3))
+    b = rng.standard_normal(6)
+    out = {}
+    for path, pays in (("im2col", lambda *a: False), ("row shifts", lambda s, k, *a: True)):
+        conv._row_shifts_pay, saved = pays, conv._row_shifts_pay
+        try:
+            y, cache = conv2d_forward(x, w, b, padding=1)
+            out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
+        finally:
+            conv._row_shifts_pay = saved
+    for path, stride in (("flipped kernel", 1), ("col2im", 2)):  # C > O; strided
+        y, cache = conv2d_forward(x, w[:4], b[:4], stride=stride, padding=1)
+        out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
+    y, cache = conv_transpose2d_forward(x, rng.standard_normal((5, 3, 2, 2)), b[:3])
+    out["up-conv"] = (y, *conv_transpose2d_backward(rng.standard_normal(y.shape), cache))
+    y, cache = relu_forward(x)
+    out["relu"] = (y, relu_backward(rng.standard_normal(y.shape), cache))
+    for kernel, stride in ((2, 2), (3, 2)):
+        y, cache = max_pool2d_forward(x, kernel, stride)
+        out[f"pool {kernel}/{stride}"] = (y, max_pool2d_backward(rng.standard_normal(y.shape),
+                                                                 cache))
+    return out
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_ops_in_parts_equal_the_ops_in_one_piece(parts, count, monkeypatch):
+    parts(1)
+    whole = _ops_results(np.random.default_rng(5), monkeypatch)
+    parts(count)
+    split = _ops_results(np.random.default_rng(5), monkeypatch)
+    for name, arrays in whole.items():
+        for k, (got, want) in enumerate(zip(split[name], arrays)):
+            np.testing.assert_array_equal(got, want, err_msg=f"{name}, output {k}")
+
+
+def _timeout_in_child(code, **env):
+    environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=environment, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_importing_scratchseg_first_lets_openblas_threads_sleep():
+    show = "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    assert _timeout_in_child("import scratchseg; " + show) == "4"
+    assert _timeout_in_child("import scratchseg; " + show, OPENBLAS_THREAD_TIMEOUT="9") == "9"
+    assert _timeout_in_child("import numpy, scratchseg; " + show) == "None"
