@@ -8,9 +8,11 @@ Device code: the array module comes from the parameters, never from an import.
 """
 
 import math
+from functools import partial
 from numbers import Integral
 
 from scratchseg.backend import backend_name, get_array_module, to_device, to_numpy
+from scratchseg.functional.threads import in_parts
 
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -70,26 +72,33 @@ class SGD:
         return triples
 
     def step(self):
-        """Apply one update to every parameter, in place."""
+        """Apply one update to every parameter, in place, a slice of its rows per core
+        (``in_parts``: the update is four passes over memory per parameter)."""
         for name, p, grad in self._parameters_and_gradients():
             xp = get_array_module(p, grad)
-            g = grad
-            if self.weight_decay != 0:
-                g = xp.multiply(p, self.weight_decay)
-                g += grad
-            update = g
+            v = None
             if self.momentum != 0:
                 v = self._momentum_buffers.get(name)
-                if v is None:
-                    v = self._momentum_buffers[name] = g.copy()
-                else:
-                    v *= self.momentum
-                    v += g
-                update = v
-                if self.nesterov:
-                    update = xp.multiply(v, self.momentum)
-                    update += g
-            p -= self.lr * update
+                if v is None:  # v = mu * 0 + g = g on the first step
+                    v = self._momentum_buffers[name] = xp.zeros_like(p)
+            rows = [a if a is None or a.ndim else a[None] for a in (p, grad, v)]
+            in_parts(xp, len(rows[0]), partial(self._update, xp, *rows), p.size)
+
+    def _update(self, xp, p, grad, v, part):
+        g = grad[part]
+        if self.weight_decay != 0:
+            g = xp.multiply(p[part], self.weight_decay)
+            g += grad[part]
+        update = g
+        if v is not None:
+            update = v[part]
+            update *= self.momentum
+            update += g
+            if self.nesterov:
+                update = xp.multiply(update, self.momentum)
+                update += g
+        target = p[part]
+        target -= self.lr * update
 
     def state_dict(self):
         """Hyperparameters and host (NumPy) copies of the momentum buffers."""

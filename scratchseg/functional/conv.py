@@ -182,6 +182,15 @@ def _conv_weight_grad(x, dy, kernel, stride, padding):
     return dw
 
 
+def _bias_grad(dy):
+    """db[o] = sum_{n,h,w} dy[n, o, h, w], a slice of the channels per core."""
+    xp = get_array_module(dy)
+    db = xp.empty(dy.shape[1], dtype=dy.dtype)
+    in_parts(xp, dy.shape[1], lambda part: dy[:, part].sum(axis=(0, 2, 3), out=db[part]),
+             dy.size)
+    return db
+
+
 ROW_SHIFT_MIN_ROWS = 64
 ROW_SHIFT_BAND_BYTES = 8 * 2**20
 
@@ -327,7 +336,7 @@ def conv2d_backward(dy, cache, input_grad=True):
     o, _, kh, kw = w.shape
     check_upstream("conv2d_backward", dy, (n, o, *out_size), x.dtype, backend_name(x))
     xp = get_array_module(x)
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    db = _bias_grad(dy) if has_bias else None
     if not input_grad:  # dW alone: the columns of x, C kH kW rows, not those of dy
         return None, _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape), db
     flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
@@ -391,5 +400,5 @@ def conv_transpose2d_backward(dy, cache):
     dx, dw = _conv_gemm(dy, w.reshape(c, -1), (kh, kw), stride, padding, (h, wd),
                         weight_grad_of=x)
     dw = dw.reshape(w.shape)
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    db = _bias_grad(dy) if has_bias else None
     return dx, dw, db

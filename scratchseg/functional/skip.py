@@ -4,6 +4,7 @@ import numbers
 
 from scratchseg.backend import backend_name, get_array_module
 from scratchseg.functional._checks import check_float_array, check_same_dtype, check_upstream
+from scratchseg.functional.threads import in_parts
 
 
 def _crop_offsets(shape, height, width, op):
@@ -38,7 +39,16 @@ def concat_forward(skip, x):
         raise ValueError(f"{op}: batch sizes differ: skip {skip.shape[0]}, x {x.shape[0]}")
     xp = get_array_module(skip, x)
     offsets = _crop_offsets(skip.shape, x.shape[2], x.shape[3], op)
-    y = xp.concatenate([center_crop(skip, x.shape[2], x.shape[3]), x], axis=1)
+    cropped, c_skip = center_crop(skip, x.shape[2], x.shape[3]), skip.shape[1]
+    y = xp.empty((x.shape[0], c_skip + x.shape[1], *x.shape[2:]), dtype=x.dtype)
+
+    def copy_channels(part):  # y's channels part.start..part.stop-1 from skip and/or x
+        for source, first in ((cropped, 0), (x, c_skip)):
+            lo, hi = max(part.start, first), min(part.stop, first + source.shape[1])
+            if lo < hi:
+                y[:, lo:hi] = source[:, lo - first:hi - first]
+
+    in_parts(xp, y.shape[1], copy_channels, y.size)
     return y, (skip.shape, offsets, (y.shape, y.dtype, backend_name(y)))
 
 
