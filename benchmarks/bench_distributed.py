@@ -24,6 +24,8 @@ point, so its time includes waiting for the slowest process. The report is a
 markdown table, and with ``--json FILE`` a JSON record.
 """
 
+import scratchseg  # noqa: F401, I001  (before NumPy, so that OpenBLAS's threads sleep)
+
 import argparse
 import json
 import statistics
