@@ -1,6 +1,7 @@
 """in_parts: NumPy work split over threads gives the one-thread result."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -167,3 +168,16 @@ def test_importing_scratchseg_first_lets_openblas_threads_sleep():
     assert _timeout_in_child("import numpy, scratchseg; " + show) == "None False"
     assert _timeout_in_child("import numpy, scratchseg; " + show,
                              OPENBLAS_THREAD_TIMEOUT="4") == "4 True"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_splits_work_on_a_pool_of_its_own(parts):
+    parts(2)
+    _record_parts(4, 4)  # the parent's pool now has a thread
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the pool has no thread behind it
+        signal.alarm(20)  # a part queued to the parent's dead thread would wait forever
+        seen = _record_parts(4, 4)
+        os._exit(0 if len(seen) == 2 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -50,7 +50,8 @@ def _forget_pool():
     _pool = None  # a forked child has no threads behind the parent's pool
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def in_parts(xp, extent, work, elements):
