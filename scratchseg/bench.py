@@ -305,10 +305,10 @@ def _environment(records, backend):
                    + (f", {r['threads']} threads)" if r["threads"] else ")") for r in records})
     peaks = [f"{r['framework']} {r['gflops_per_s']:.1f} GFLOP/s ({r['shape']})"
              for r in records if r["name"] == "gemm"]
-    settings = ", ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ)
-                         if k.startswith(("OPENBLAS", "OMP_", "MKL_", "MALLOC_")))
+    env = ", ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ)
+                    if k.startswith(("OPENBLAS", "OMP_", "MKL_", "MALLOC_")))
     return (f"backend {backend}; {'; '.join(libs)}; {os.cpu_count()} CPUs; "
-            f"BLAS and malloc env: {settings or 'none set'}\n\nGEMM peak: {'; '.join(peaks)}")
+            f"BLAS and malloc env: {env or 'none set'}\n\nGEMM peak: {'; '.join(peaks)}")
 
 
 def main_from_args(backend="numpy", compare="torch", json_path=None, *, which="all",

@@ -60,6 +60,19 @@ def to_torch(array, requires_grad=False):
 
 
 @pytest.fixture
+def split_work(monkeypatch):
+    """A function that sets how many parts scratchseg's in_parts makes of any work, however
+    small (1 = no split), as if OpenBLAS's threads slept on that many cores."""
+    from scratchseg.functional import threads
+
+    def use(count):
+        monkeypatch.setattr(threads, "CORES", count)
+        monkeypatch.setattr(threads, "MIN_PART_ELEMENTS", 1)
+        monkeypatch.setattr(threads, "BLAS_THREADS_SLEEP", True)
+    return use
+
+
+@pytest.fixture
 def rng():
     """A fresh, seeded NumPy generator per test."""
     return np.random.default_rng(12345)

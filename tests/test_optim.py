@@ -48,13 +48,9 @@ MOMENTUM_OPTIONS = [(0.0, False), (0.9, False), (0.9, True), (0.99, False), (0.9
 @pytest.mark.parametrize("parts", [1, 3], ids=["whole", "in-parts"])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
 @pytest.mark.parametrize("momentum, nesterov", MOMENTUM_OPTIONS)
-def test_sgd_matches_torch(momentum, nesterov, weight_decay, parts, monkeypatch):
+def test_sgd_matches_torch(momentum, nesterov, weight_decay, parts, split_work):
     """Also with each parameter's rows updated in 3 parts on threads (in_parts)."""
-    from scratchseg.functional import threads
-
-    monkeypatch.setattr(threads, "CORES", parts)
-    monkeypatch.setattr(threads, "MIN_PART_ELEMENTS", 1)
-    monkeypatch.setattr(threads, "BLAS_THREADS_SLEEP", True)
+    split_work(parts)
     model = FakeModel()
     torch_params = {n: torch.tensor(p.copy(), requires_grad=True) for n, p in model.parameters()}
     options = dict(lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)

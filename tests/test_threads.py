@@ -28,16 +28,6 @@ from scratchseg.functional import (
 from scratchseg.functional.threads import in_parts
 
 
-@pytest.fixture
-def parts(monkeypatch):
-    """A function that sets how many parts in_parts makes of any work (1 = no split)."""
-    def use(count):
-        monkeypatch.setattr(threads, "CORES", count)
-        monkeypatch.setattr(threads, "MIN_PART_ELEMENTS", 1)
-        monkeypatch.setattr(threads, "BLAS_THREADS_SLEEP", True)
-    return use
-
-
 def _record_parts(extent, elements):
     seen = []
     in_parts(np, extent, lambda part: seen.append((part, threading.current_thread().name)),
@@ -46,8 +36,8 @@ def _record_parts(extent, elements):
 
 
 @pytest.mark.parametrize("count, extent", [(2, 10), (3, 10), (3, 3), (4, 7)])
-def test_parts_cover_the_range_once_in_order(parts, count, extent):
-    parts(count)
+def test_parts_cover_the_range_once_in_order(split_work, count, extent):
+    split_work(count)
     seen = _record_parts(extent, elements=extent)
     slices = sorted((part.start, part.stop) for part, _ in seen)
     assert len(slices) == count
@@ -74,8 +64,8 @@ def test_small_work_cupy_single_cores_and_spinning_blas_run_once(monkeypatch):
     assert [p for p, _ in _record_parts(8, 10**9)] == [slice(0, 8)]
 
 
-def test_an_error_in_any_part_is_raised_after_every_part_is_done(parts):
-    parts(3)
+def test_an_error_in_any_part_is_raised_after_every_part_is_done(split_work):
+    split_work(3)
     finished = []
 
     def work(part):
@@ -88,9 +78,9 @@ def test_an_error_in_any_part_is_raised_after_every_part_is_done(parts):
     assert sorted(finished) == [0, 6]
 
 
-def test_a_call_from_inside_a_part_runs_in_one_piece(parts):
+def test_a_call_from_inside_a_part_runs_in_one_piece(split_work):
     """Nested calls must not wait on the pool they run in (it would deadlock)."""
-    parts(2)
+    split_work(2)
     inner = []
     in_parts(np, 4, lambda part: inner.append(_record_parts(6, 6)), 4)
     assert sorted(len(seen) for seen in inner) == [1, 2]  # the pool thread's ran whole
@@ -105,13 +95,12 @@ def _ops_results(rng, monkeypatch):
     w = rng.standard_normal((6, 5, 3, 3))
     b = rng.standard_normal(6)
     out = {}
+    thresholds = conv._row_shifts_pay
     for path, pays in (("im2col", lambda *a: False), ("row shifts", lambda s, k, *a: True)):
-        conv._row_shifts_pay, saved = pays, conv._row_shifts_pay
-        try:
-            y, cache = conv2d_forward(x, w, b, padding=1)
-            out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
-        finally:
-            conv._row_shifts_pay = saved
+        monkeypatch.setattr(conv, "_row_shifts_pay", pays)
+        y, cache = conv2d_forward(x, w, b, padding=1)
+        out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
+    monkeypatch.setattr(conv, "_row_shifts_pay", thresholds)
     for path, stride in (("flipped kernel", 1), ("col2im", 2)):  # C > O; strided
         y, cache = conv2d_forward(x, w[:4], b[:4], stride=stride, padding=1)
         out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
@@ -129,10 +118,10 @@ def _ops_results(rng, monkeypatch):
 
 
 @pytest.mark.parametrize("count", [2, 3])
-def test_ops_in_parts_equal_the_ops_in_one_piece(parts, count, monkeypatch):
-    parts(1)
+def test_ops_in_parts_equal_the_ops_in_one_piece(split_work, count, monkeypatch):
+    split_work(1)
     whole = _ops_results(np.random.default_rng(5), monkeypatch)
-    parts(count)
+    split_work(count)
     split = _ops_results(np.random.default_rng(5), monkeypatch)
     for name, arrays in whole.items():
         for k, (got, want) in enumerate(zip(split[name], arrays)):
@@ -171,8 +160,8 @@ def test_importing_scratchseg_first_lets_openblas_threads_sleep():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_splits_work_on_a_pool_of_its_own(parts):
-    parts(2)
+def test_a_forked_child_splits_work_on_a_pool_of_its_own(split_work):
+    split_work(2)
     _record_parts(4, 4)  # the parent's pool now has a thread
     pid = os.fork()
     if pid == 0:  # the child: its copy of the pool has no thread behind it
