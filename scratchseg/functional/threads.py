@@ -14,17 +14,27 @@ instead of spinning on them for about 0.1 s (measured: split copies then run
 no faster, or up to 1.3x slower). OPENBLAS_THREAD_TIMEOUT=4 makes them sleep;
 scratchseg sets it when it is imported before NumPy (scratchseg/__init__.py),
 and work is split only when it is set.
+
+Parts may run GEMMs of their own (``blas=True``): a convolution's bands of rows,
+each built, multiplied and summed by one core while its data is in that core's
+cache. BLAS then runs one thread per call while the parts run, so each part's
+GEMMs stay on its own core (threadpoolctl sets the count; it is restored after).
 """
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
+
+from threadpoolctl import ThreadpoolController
 
 MIN_PART_ELEMENTS = 1 << 16  # below this a thread's hand-off costs more than it saves
 BLAS_THREADS_SLEEP = "OPENBLAS_THREAD_TIMEOUT" in os.environ
 _THREAD_PREFIX = "scratchseg-part"
 
 _pool = None
+_running = threading.local()  # .part: this thread is running a part (the caller's too)
+_blas = None  # threadpoolctl's handle on the BLAS libraries loaded, found on first use
 
 
 def _cores():
@@ -54,28 +64,43 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def in_parts(xp, extent, work, elements):
-    """Call ``work(part)`` on consecutive slices ``part`` covering ``range(extent)``.
+def in_parts(xp, extent, work, elements, blas=False):
+    """Call ``work(part)`` on consecutive slices ``part`` covering ``range(extent)`` and
+    return the results, one per part, in order.
 
     On NumPy, with OpenBLAS's threads sleeping and ``elements`` (the op's
     element count) at least 2 * MIN_PART_ELEMENTS, one slice per core, run
     concurrently, the caller's thread taking the first; otherwise (CuPy, small
     work, or a call from inside a part) ``work(slice(0, extent))`` alone. The
     parts must write disjoint outputs; an exception in any part is raised here.
+    ``blas=True``: the parts call BLAS, which runs one thread per call meanwhile.
     """
-    global _pool
+    global _pool, _blas
     parts = min(CORES, extent, elements // MIN_PART_ELEMENTS)
-    nested = threading.current_thread().name.startswith(_THREAD_PREFIX)
+    nested = getattr(_running, "part", False)
     if xp.__name__ != "numpy" or not BLAS_THREADS_SLEEP or parts < 2 or nested:
-        work(slice(0, extent))
-        return
+        return [work(slice(0, extent))]
     if _pool is None:
         _pool = ThreadPoolExecutor(CORES - 1, thread_name_prefix=_THREAD_PREFIX)
+    if blas and _blas is None:
+        _blas = ThreadpoolController().select(user_api="blas")
     bounds = [extent * k // parts for k in range(parts + 1)]
-    futures = [_pool.submit(work, slice(bounds[k], bounds[k + 1])) for k in range(1, parts)]
+    limit = _blas.limit(limits=1) if blas else contextlib.nullcontext()
+    with limit:
+        futures = [_pool.submit(_run_part, work, slice(bounds[k], bounds[k + 1]))
+                   for k in range(1, parts)]
+        try:
+            first = _run_part(work, slice(bounds[0], bounds[1]))
+        finally:
+            wait(futures)  # no part may still be writing when this returns or raises
+    return [first] + [future.result() for future in futures]
+
+
+def _run_part(work, part):
+    """work(part), with calls to in_parts from inside it run whole: a nested split would
+    wait for pool threads that are busy with the other parts."""
+    _running.part = True
     try:
-        work(slice(bounds[0], bounds[1]))
+        return work(part)
     finally:
-        wait(futures)  # no part may still be writing when this returns or raises
-    for future in futures:
-        future.result()
+        _running.part = False
