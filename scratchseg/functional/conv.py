@@ -84,30 +84,38 @@ def im2col(x, kernel, stride, padding, out_size, out=None, rows=None):
     return cols.reshape(shape)
 
 
-def col2im(cols, shape, kernel, stride, padding, out_size):
+def col2im(cols, shape, kernel, stride, padding, out_size, bias=None):
     """The adjoint of im2col: sum columns (C*kH*kW, N*H'*W') back onto an (N, C, H, W) array.
 
     x[n, c, s h + i - p, s w + j - p] += cols[(c, i, j), (n, h, w)] where that
     lands inside x: kH*kW strided slice additions (overlapping windows add up).
     When the stride equals the kernel (a 2x2 stride-2 up-convolution) the windows
     tile x and every element gets exactly one tap: plain assignments, no zeroing.
+    ``bias`` (C,) is added to every element of channel c, within those same passes
+    (the sum starts from it, or each tile's assignment adds it).
     """
     xp = get_array_module(cols)
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_size
     n, c, h, w = shape
     cols = cols.reshape(c, kh, kw, n, oh, ow)
     tiled = (sh, sw) == (kh, kw) and (h, w) == (oh * sh - 2 * ph, ow * sw - 2 * pw)
-    x = xp.empty(shape, dtype=cols.dtype) if tiled else xp.zeros(shape, dtype=cols.dtype)
+    start_empty = tiled or bias is not None  # every element is written before it is added to
+    x = (xp.empty if start_empty else xp.zeros)(shape, dtype=cols.dtype)
     x_cn = x.transpose(1, 0, 2, 3)
     taps = [(i, j, *_tap(i, sh, ph, h, 0, oh), *_tap(j, sw, pw, w, 0, ow))
             for i in range(kh) for j in range(kw)]
 
     def add_channels(part):
+        if bias is not None and not tiled:
+            x_cn[part] = bias[part, None, None, None]
         for i, j, rows, src_rows, columns, src_columns in taps:
-            if tiled:
-                x_cn[part, :, src_rows, src_columns] = cols[part, i, j, :, rows, columns]
+            tap, target = cols[part, i, j, :, rows, columns], x_cn[part, :, src_rows, src_columns]
+            if tiled and bias is not None:
+                xp.add(tap, bias[part, None, None, None], out=target)
+            elif tiled:
+                target[...] = tap
             else:
-                x_cn[part, :, src_rows, src_columns] += cols[part, i, j, :, rows, columns]
+                target += tap
 
     in_parts(xp, c, add_channels, cols.size)
     return x
@@ -118,7 +126,7 @@ def _to_channel_major(a):
     return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
 
 
-BAND_BYTES = 4 * 2**20
+BAND_BYTES = 8 * 2**20
 SINGLE_BAND_BYTES = 24 * 2**20
 
 
@@ -420,9 +428,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
     xp = get_array_module(x)
     cols = xp.matmul(w.reshape(c, -1).T, _to_channel_major(x),
                      out=scratch(xp, (o * kh * kw, n * h * wd), x.dtype))
-    y = col2im(cols, (n, o, *out_size), (kh, kw), stride, padding, (h, wd))
-    if b is not None:
-        y += b[:, None, None]
+    y = col2im(cols, (n, o, *out_size), (kh, kw), stride, padding, (h, wd), bias=b)
     return y, (x, w, b is not None, stride, padding, out_size)
 
 
