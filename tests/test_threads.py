@@ -148,9 +148,9 @@ def test_ops_in_parts_equal_the_ops_in_one_piece(split_work, count, monkeypatch)
     split = _ops_results(np.random.default_rng(5), monkeypatch)
     for name, arrays in whole.items():
         for k, (got, want) in enumerate(zip(split[name], arrays)):
-            # copies and elementwise ops match bitwise; a bias gradient summed one slice of
-            # channels at a time, or a weight gradient summed over each core's bands of
-            # rows, may add in another order (rounding relative to the largest term)
+            # copies and elementwise ops match bitwise; a weight gradient summed over each
+            # core's bands of rows may add in another order (rounding relative to the
+            # largest term)
             np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13 * np.abs(want).max(),
                                        err_msg=f"{name}, output {k}")
 
