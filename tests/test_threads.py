@@ -109,6 +109,34 @@ def test_parts_that_call_blas_run_it_one_thread_per_call_then_restore_it(split_w
         assert set(blas_threads()) == {2}
 
 
+def test_a_second_caller_limits_blas_only_after_the_first_is_done(split_work):
+    """Two callers on their own threads must not interleave their one-thread limits (A
+    limits, B limits, A restores, B restores would leave BLAS on one thread), so B's
+    parts start only after A's call has returned."""
+    import time
+
+    split_work(2)
+    a_running, release, a_done, b_started = threading.Event(), threading.Event(), [], []
+
+    def call_a():
+        in_parts(np, 2, lambda part: (a_running.set(), release.wait(1.0)), 2, blas=True)
+        a_done.append(time.perf_counter())
+
+    def call_b():
+        in_parts(np, 2, lambda part: b_started.append(time.perf_counter()), 2, blas=True)
+
+    first = threading.Thread(target=call_a)
+    first.start()
+    a_running.wait(1.0)
+    second = threading.Thread(target=call_b)
+    second.start()
+    time.sleep(0.05)
+    release.set()
+    first.join()
+    second.join()
+    assert a_done and len(b_started) == 2 and min(b_started) >= a_done[0]
+
+
 def _ops_results(rng, monkeypatch):
     """Outputs and gradients of every op that splits its work, float64, distinct values;
     convolutions in bands of one row (row shifts: of eight)."""

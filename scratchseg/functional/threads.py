@@ -36,6 +36,7 @@ _THREAD_PREFIX = "scratchseg-part"
 _pool = None
 _running = threading.local()  # .part: this thread is running a part (the caller's too)
 _blas = None  # threadpoolctl's handle on the BLAS libraries loaded, found on first use
+_blas_limited = threading.Lock()
 
 
 def _cores():
@@ -76,18 +77,15 @@ def in_parts(xp, extent, work, elements, blas=False):
     parts must write disjoint outputs; an exception in any part is raised here.
     ``blas=True``: the parts call BLAS, which runs one thread per call meanwhile.
     """
-    global _pool, _blas
+    global _pool
     parts = min(CORES, extent, elements // MIN_PART_ELEMENTS)
     nested = getattr(_running, "part", False)
     if xp.__name__ != "numpy" or not BLAS_THREADS_SLEEP or parts < 2 or nested:
         return [work(slice(0, extent))]
     if _pool is None:
         _pool = ThreadPoolExecutor(CORES - 1, thread_name_prefix=_THREAD_PREFIX)
-    if blas and _blas is None:
-        _blas = ThreadpoolController().select(user_api="blas")
     bounds = [extent * k // parts for k in range(parts + 1)]
-    limit = _blas.limit(limits=1) if blas else contextlib.nullcontext()
-    with limit:
+    with _one_blas_thread() if blas else contextlib.nullcontext():
         futures = [_pool.submit(_run_part, work, slice(bounds[k], bounds[k + 1]))
                    for k in range(1, parts)]
         try:
@@ -95,6 +93,18 @@ def in_parts(xp, extent, work, elements, blas=False):
         finally:
             wait(futures)  # no part may still be writing when this returns or raises
     return [first] + [future.result() for future in futures]
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS on one thread per call inside, restored after, for one caller at a time (two
+    interleaved would each restore the other's one thread)."""
+    global _blas
+    with _blas_limited:
+        if _blas is None:
+            _blas = ThreadpoolController().select(user_api="blas")
+        with _blas.limit(limits=1):
+            yield
 
 
 def _run_part(work, part):
