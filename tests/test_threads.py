@@ -223,3 +223,18 @@ def test_a_forked_child_splits_work_on_a_pool_of_its_own(split_work):
         os._exit(0 if len(seen) == 2 else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_blas_is_limited_can_limit_it_again(split_work):
+    """A fork while another thread holds the one-thread-BLAS lock must not leave the
+    child a lock that nothing will release."""
+    split_work(2)
+    with threads._blas_limited:  # as if a thread were inside a blas=True split
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)  # waiting on the parent's lock would hang until then
+            seen = in_parts(np, 4, lambda part: part, 4, blas=True)
+            os._exit(0 if len(seen) == 2 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

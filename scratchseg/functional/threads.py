@@ -58,8 +58,9 @@ CORES = _cores()
 
 
 def _forget_pool():
-    global _pool
+    global _pool, _blas_limited
     _pool = None  # a forked child has no threads behind the parent's pool
+    _blas_limited = threading.Lock()  # nor the thread that may have held this lock
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
