@@ -23,7 +23,7 @@ from scratchseg.functional._checks import (
     check_upstream,
     pair,
 )
-from scratchseg.functional.threads import in_parts
+from scratchseg.functional.threads import even_slices, in_parts
 from scratchseg.functional.workspace import scratch
 
 
@@ -147,9 +147,8 @@ def _band_rows(out_rows, bytes_per_row):
 
 def _bands(start, stop, step):
     """Rows start..stop-1 as (r0, r1) bands of at most ``step`` rows, of even sizes."""
-    count = -(-(stop - start) // step)
-    return [(start + (stop - start) * k // count, start + (stop - start) * (k + 1) // count)
-            for k in range(count)]
+    return [(rows.start, rows.stop)
+            for rows in even_slices(start, stop, -(-(stop - start) // step))]
 
 
 def _bands_per_core(xp, out_rows, step, band_work, size):

@@ -67,6 +67,13 @@ if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+def even_slices(start, stop, count):
+    """range(start, stop) as ``count`` consecutive slices whose lengths differ by one at most."""
+    size = stop - start
+    return [slice(start + size * k // count, start + size * (k + 1) // count)
+            for k in range(count)]
+
+
 def in_parts(xp, extent, work, elements, blas=False):
     """Call ``work(part)`` on consecutive slices ``part`` covering ``range(extent)`` and
     return the results, one per part, in order.
@@ -85,12 +92,11 @@ def in_parts(xp, extent, work, elements, blas=False):
         return [work(slice(0, extent))]
     if _pool is None:
         _pool = ThreadPoolExecutor(CORES - 1, thread_name_prefix=_THREAD_PREFIX)
-    bounds = [extent * k // parts for k in range(parts + 1)]
+    first_part, *other_parts = even_slices(0, extent, parts)
     with _one_blas_thread() if blas else contextlib.nullcontext():
-        futures = [_pool.submit(_run_part, work, slice(bounds[k], bounds[k + 1]))
-                   for k in range(1, parts)]
+        futures = [_pool.submit(_run_part, work, part) for part in other_parts]
         try:
-            first = _run_part(work, slice(bounds[0], bounds[1]))
+            first = _run_part(work, first_part)
         finally:
             wait(futures)  # no part may still be writing when this returns or raises
     return [first] + [future.result() for future in futures]
