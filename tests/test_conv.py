@@ -208,7 +208,7 @@ def test_conv_transpose2d_in_row_bands_matches_torch(case):
 
 @st.composite
 def stride_one_conv2d_cases(draw):
-    """Stride-1 conv2d problems on maps tall enough for several 8-row bands."""
+    """Stride-1 conv2d problems on maps of up to 20 rows (several bands of one row each)."""
     case = draw(conv2d_cases())
     kh = case["w"].shape[2]
     ph = case["padding"][0] if isinstance(case["padding"], tuple) else case["padding"]
@@ -220,17 +220,18 @@ def stride_one_conv2d_cases(draw):
 
 def _with_row_shifts(check):
     """Run ``check`` with every stride-1 convolution on the large-map paths whatever its
-    size and channels: row shifts in bands of 8 rows (the fewest they use) forward, and
-    backward where C <= O (where C > O the backward always takes the flipped kernel)."""
+    size and channels: row shifts in bands of one padded row (each adding to the rows
+    that earlier bands assigned) forward, and backward where C <= O (where C > O the
+    backward always takes the flipped kernel)."""
     import scratchseg.functional.conv as conv
 
-    saved = conv._row_shifts_pay, conv.ROW_SHIFT_BAND_BYTES
+    saved = conv._row_shifts_pay, conv.ROW_SHIFT_BAND_COLUMNS
     conv._row_shifts_pay = lambda stride, kernel, *sizes: stride == (1, 1) and kernel[0] > 1
-    conv.ROW_SHIFT_BAND_BYTES = 1
+    conv.ROW_SHIFT_BAND_COLUMNS = 1
     try:
         check()
     finally:
-        conv._row_shifts_pay, conv.ROW_SHIFT_BAND_BYTES = saved
+        conv._row_shifts_pay, conv.ROW_SHIFT_BAND_COLUMNS = saved
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
@@ -268,9 +269,9 @@ def test_each_layer_shape_takes_its_path(rows, c_in, row_shift_passes, rng, monk
 
 
 def test_row_shifts_keep_float32(rng):
-    """A 64-row float32 layer (row shifts forward and backward, two bands) returns float32
+    """A 64-row float32 layer (row shifts forward and backward, several bands) returns float32
     arrays equal to the float64 computation, rounded."""
-    x = rng.standard_normal((1, 32, 64, 400))  # 150 KiB of columns per row: 54-row bands
+    x = rng.standard_normal((1, 32, 64, 400))  # 400 columns per row: 10-row bands
     w = rng.standard_normal((32, 32, 3, 3)) * 0.1
     b = rng.standard_normal(32)
     dy = rng.standard_normal((1, 32, 64, 400))

@@ -139,8 +139,8 @@ def test_a_second_caller_limits_blas_only_after_the_first_is_done(split_work):
 
 def _ops_results(rng, monkeypatch):
     """Outputs and gradients of every op that splits its work, float64, distinct values;
-    convolutions in bands of one row (row shifts: of eight)."""
-    for name in ("BAND_BYTES", "SINGLE_BAND_BYTES", "ROW_SHIFT_BAND_BYTES"):
+    convolutions in bands of one row."""
+    for name in ("BAND_BYTES", "SINGLE_BAND_BYTES", "ROW_SHIFT_BAND_COLUMNS"):
         monkeypatch.setattr(conv, name, 1)
     x = distinct_values(rng, (2, 5, 17, 19))
     w = rng.standard_normal((6, 5, 3, 3))

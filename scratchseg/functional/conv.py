@@ -151,21 +151,23 @@ def _bands(start, stop, step):
             for rows in even_slices(start, stop, -(-(stop - start) // step))]
 
 
-def _bands_per_core(xp, out_rows, step, band_work, size):
-    """Run ``band_work(r0, r1)`` over bands of ``step`` rows and return the results.
+def _bands_per_core(xp, out_rows, step, band_work, size, overhang=0):
+    """Run ``band_work(rows, r0, r1)`` over bands of ``step`` rows and return the results.
 
-    With more than one band, each core takes a slice of the rows and builds,
-    multiplies and sums the bands of its slice (``in_parts(..., blas=True)``):
-    a band's columns and products stay in the cache of the core that made
-    them, and no core waits on another between a band's copies and its GEMM.
-    Measured on 2 cores against bands shared by both cores (two-thread GEMMs,
-    split copies): the 128-256 px layers 1.12-1.24x faster forward, 1.2-1.35x
-    backward. One band (the deep layers, whose GEMMs are large enough for BLAS's
-    own threads; split by rows they ran up to 1.7x slower) stays whole.
-    ``size`` is the output's element count, the work ``in_parts`` weighs.
+    With more than one band, each core takes a slice ``rows`` of the output rows and
+    builds, multiplies and sums the bands of its slice (``in_parts(..., blas=True)``):
+    a band's columns and products stay in the cache of the core that made them, and
+    no core waits on another between a band's copies and its GEMM. Measured on 2 cores
+    against bands shared by both cores (two-thread GEMMs, split copies): the 128-256 px
+    layers 1.12-1.24x faster forward, 1.2-1.35x backward. One band (the deep layers,
+    whose GEMMs are large enough for BLAS's own threads; split by rows they ran up to
+    1.7x slower) stays whole. A core's bands cover rows.start .. rows.stop + overhang
+    (the row shifts' extra input rows). ``size`` is the output's element count, the
+    work ``in_parts`` weighs.
     """
-    def rows_part(part):
-        return [band_work(r0, r1) for r0, r1 in _bands(part.start, part.stop, step)]
+    def rows_part(rows):
+        return [band_work(rows, r0, r1)
+                for r0, r1 in _bands(rows.start, rows.stop + overhang, step)]
 
     results = in_parts(xp, out_rows, rows_part, size if step < out_rows else 0, blas=True)
     return [result for part in results for result in part]
@@ -184,7 +186,7 @@ def _conv_gemm(x, w_mat, kernel, stride, padding, out_size, bias=None, weight_gr
     y = xp.empty((n, w_mat.shape[0], oh, ow), dtype=x.dtype)
     y_by_channel = y.transpose(1, 0, 2, 3)
 
-    def band_work(r0, r1):
+    def band_work(_, r0, r1):
         cols = im2col(x, kernel, stride, padding, out_size, rows=(r0, r1),
                       out=scratch(xp, (rows_k, n * (r1 - r0) * ow), x.dtype))
         band = y_by_channel[:, :, r0:r1]
@@ -241,16 +243,17 @@ def _bias_grad(dy):
 
 
 ROW_SHIFT_MIN_ROWS = 64
-ROW_SHIFT_BAND_BYTES = 8 * 2**20
+ROW_SHIFT_BAND_COLUMNS = 4096
 
 
 def _row_shifts_pay(stride, kernel, rows, in_channels, out_channels):
     """Whether a convolution runs faster by row shifts than by im2col (measured on the
     U-Net's layers): stride 1, a kernel with rows to shift, at least ROW_SHIFT_MIN_ROWS
-    output rows, and at least half as many input channels as output channels. On
-    small maps the kH - 1 extra GEMM rows per band cost more than they save; with few
-    input channels (a 1-channel image) im2col's kH*kW copies are cheap, while the kH*O
-    rows of output to add up are not."""
+    output rows, and at least half as many input channels as output channels. On the
+    32-row maps (128-512 channels, whose im2col GEMMs are large already) row shifts ran
+    1.09x slower than im2col, forward and backward summed; with few input channels (a
+    1-channel image) im2col's kH*kW copies are cheap, while the kH*O rows of output to
+    add up are not."""
     return (stride == (1, 1) and kernel[0] > 1 and rows >= ROW_SHIFT_MIN_ROWS
             and 2 * in_channels >= out_channels)
 
@@ -263,13 +266,23 @@ def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, bias=None, weight_
     im2col copies x kH*kW times and feeds the GEMM a matrix with only O rows, a shape
     OpenBLAS runs at half its square rate when O is 32 or 64. Here the columns copy x
     kW times, the GEMM has kH*O rows, and the kernel rows are summed by adding the
-    GEMM's output to itself shifted by i rows (kH - 1 adds of y's size), at the cost of
-    kH - 1 extra rows of GEMM per band; ``_row_shifts_pay`` says where that wins.
+    GEMM's output to itself shifted by i rows (kH - 1 adds of y's size).
+
+    Z is computed in bands of padded rows that do not overlap: a band's Z row p
+    assigns y's row p (i = 0) and adds to rows p - i, which an earlier band of the
+    same core assigned where they precede it. Each core computes kH - 1 padded rows
+    beyond its own output rows, so Z has kH - 1 extra rows per core, not per band,
+    and the bands can be small enough for the columns and Z to stay in the core's
+    cache: ROW_SHIFT_BAND_COLUMNS GEMM columns (16 rows at 256 px). Measured on an AMD
+    EPYC host, the U-Net's 128-256 px layers took 0.84x the time of the earlier
+    overlapping 8 MiB bands; 2048 or 8192 columns were slower than 4096, 16384 as slow
+    as the old bands.
 
     With ``weight_grad_of`` (g, shape (N, G, H', W')) the same columns also give
-    G_rows (G*kH, C*kW) = G1 @ X1^T, G1 the im2col columns of the band's rows of g for a
-    kH x 1 kernel padded by kH - 1 rows: G_rows[(g, i), (c, j)] =
-    sum g[n, g, h, w] x_pad[n, c, h + kH - 1 - i, w + j], returned beside y.
+    G_rows (G*kH, C*kW) = G1 @ X1^T, G1 the im2col columns of the core's rows of g for
+    a kH x 1 kernel padded by kH - 1 rows, taken at the band's padded rows:
+    G_rows[(g, i), (c, j)] = sum g[n, g, h, w] x_pad[n, c, h + kH - 1 - i, w + j],
+    returned beside y.
     """
     xp = get_array_module(x)
     n, c, h, _ = x.shape
@@ -280,35 +293,34 @@ def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, bias=None, weight_
     y = xp.empty((n, o, oh, ow), dtype=x.dtype)
     y_by_channel = y.transpose(1, 0, 2, 3)
 
-    def band_work(r0, r1):
-        rows, padded_rows = r1 - r0, r1 - r0 + kh - 1
-        cols = im2col(x, (1, kw), (1, 1), padding, padded_size, rows=(r0, r0 + padded_rows),
-                      out=scratch(xp, (c * kw, n * padded_rows * ow), x.dtype))
+    def band_work(rows, p0, p1):
+        cols = im2col(x, (1, kw), (1, 1), padding, padded_size, rows=(p0, p1),
+                      out=scratch(xp, (c * kw, n * (p1 - p0) * ow), x.dtype))
         z = xp.matmul(w_rows, cols,
-                      out=scratch(xp, (kh * o, n * padded_rows * ow), x.dtype, "product"))
-        z = z.reshape(kh, o, n, padded_rows, ow)
-        band = y_by_channel[:, :, r0:r1]
-
-        def sum_rows(part):
-            xp.add(z[0, part, :, :rows], z[1, part, :, 1:rows + 1], out=band[part])
-            for i in range(2, kh):
-                band[part] += z[i, part, :, i:i + rows]
-            if bias is not None:  # added while the band is in cache, not in a pass over y
-                band[part] += bias[part, None, None, None]
-
-        in_parts(xp, o, sum_rows, band.size)
+                      out=scratch(xp, (kh * o, n * (p1 - p0) * ow), x.dtype, "product"))
+        z = z.reshape(kh, o, n, p1 - p0, ow)
+        for i in range(kh):  # y[h] gets Z_i[h + i] for the rows h of the core with h + i here
+            first, last = max(p0 - i, rows.start), min(p1 - i, rows.stop)
+            if last <= first:
+                continue
+            target, term = y_by_channel[:, :, first:last], z[i, :, :, first + i - p0:last + i - p0]
+            if i > 0:
+                target += term
+            elif bias is not None:  # added while the band is in cache, not in a pass over y
+                xp.add(term, bias[:, None, None, None], out=target)
+            else:
+                target[...] = term
         if weight_grad_of is None:
             return None
-        g_cols = im2col(weight_grad_of[:, :, r0:r1], (kh, 1), (1, 1), (kh - 1, 0),
-                        (padded_rows, ow), out=scratch(
-                            xp, (weight_grad_of.shape[1] * kh, n * padded_rows * ow),
+        g_cols = im2col(weight_grad_of[:, :, rows], (kh, 1), (1, 1), (kh - 1, 0),
+                        (rows.stop - rows.start + kh - 1, ow),
+                        rows=(p0 - rows.start, p1 - rows.start), out=scratch(
+                            xp, (weight_grad_of.shape[1] * kh, n * (p1 - p0) * ow),
                             x.dtype, "product"))
         return g_cols @ cols.T
 
-    # bands of about ROW_SHIFT_BAND_BYTES of columns, but never under 8 rows: each band
-    # computes kH - 1 rows twice
-    step = max(8, ROW_SHIFT_BAND_BYTES // (kw * c * n * ow * x.dtype.itemsize))
-    grads = _bands_per_core(xp, oh, step, band_work, y.size)
+    step = max(1, ROW_SHIFT_BAND_COLUMNS // (n * ow))
+    grads = _bands_per_core(xp, oh, step, band_work, y.size, overhang=kh - 1)
     return y if weight_grad_of is None else (y, _sum(grads))
 
 
