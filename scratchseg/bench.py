@@ -124,11 +124,19 @@ def step_label(config):
 # -- the parent: spawns workers, derives rates, formats -------------------------------------
 
 
-def spawn_worker(framework, backend, tasks, quick, repeats, warmup, lr, package_root=None):
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def spawn_worker(framework, backend, tasks, quick, repeats, warmup, lr, package_root=None,
+                 threads=None):
     """Run one worker in a fresh interpreter (the same one) importing the scratchseg in
-    ``package_root`` (a checkout's root; by default this one)."""
+    ``package_root`` (a checkout's root; by default this one). ``threads``: the CPU
+    threads of its BLAS and its op splits (scratchseg) or intra-op pool (PyTorch), set
+    through THREAD_VARIABLES, which both libraries read when they load."""
     package_root = package_root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)  # OPENBLAS_* and thread settings pass through untouched
+    if threads is not None:
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
@@ -188,11 +196,13 @@ def _add_rates(records, step_gflop):
 
 
 def run(backend="numpy", compare="torch", *, which="all", quick=False, repeats=None,
-        warmup=None, rounds=None, lr=1e-3):
+        warmup=None, rounds=None, lr=1e-3, threads=None):
     """Benchmark ``which`` ("all", "ops", "step"); return (records, notes).
 
     ``rounds`` rounds (default 3; 1 with ``quick``), each one subprocess per
     framework, alternating; rates and GEMM fractions are filled in here.
+    ``threads``: CPU threads for both frameworks (default: the environment's
+    settings, else each library's own default).
     """
     if compare not in COMPARES:
         raise ValueError(f"bench: compare must be one of {COMPARES}, got {compare!r}")
@@ -200,6 +210,8 @@ def run(backend="numpy", compare="torch", *, which="all", quick=False, repeats=N
         raise ValueError(f"bench: which must be one of {WHICH}, got {which!r}")
     if rounds is not None and rounds < 1:
         raise ValueError(f"bench: rounds must be >= 1, got {rounds}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"bench: threads must be an integer >= 1, got {threads!r}")
     from importlib.util import find_spec
 
     from scratchseg.backend import check_backend
@@ -214,7 +226,8 @@ def run(backend="numpy", compare="torch", *, which="all", quick=False, repeats=N
     for _ in range(settings(quick, rounds=rounds)["rounds"]):
         records = []
         for framework in frameworks:
-            result = spawn_worker(framework, backend, tasks, quick, repeats, warmup, lr)
+            result = spawn_worker(framework, backend, tasks, quick, repeats, warmup, lr,
+                                  threads=threads)
             note = f"{framework} skipped: {result['skipped']}"
             if result["skipped"] and note not in notes:
                 notes.append(note)
@@ -302,7 +315,8 @@ def format_step_table(records):
 
 def _environment(records, backend):
     libs = sorted({f"{r['library']} ({r['device']}"
-                   + (f", {r['threads']} threads)" if r["threads"] else ")") for r in records})
+                   + (f", {r['threads']} thread{'s' * (r['threads'] != 1)})" if r["threads"]
+                      else ")") for r in records})
     peaks = [f"{r['framework']} {r['gflops_per_s']:.1f} GFLOP/s ({r['shape']})"
              for r in records if r["name"] == "gemm"]
     env = ", ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ)
@@ -312,11 +326,12 @@ def _environment(records, backend):
 
 
 def main_from_args(backend="numpy", compare="torch", json_path=None, *, which="all",
-                   quick=False, repeats=None, warmup=None, rounds=None, lr=1e-3, stdout=None):
+                   quick=False, repeats=None, warmup=None, rounds=None, lr=1e-3, threads=None,
+                   stdout=None):
     """Run, print the markdown tables to ``stdout``, write the records to ``json_path``; 0."""
     out = stdout or sys.stdout
     records, notes = run(backend, compare, which=which, quick=quick, repeats=repeats,
-                         warmup=warmup, rounds=rounds, lr=lr)
+                         warmup=warmup, rounds=rounds, lr=lr, threads=threads)
     parts = [_environment(records, backend)] + notes
     if which in ("all", "step"):
         parts.append(format_step_table(records))
@@ -343,6 +358,10 @@ def add_arguments(parser, which=True):
     parser.add_argument("--rounds", type=int, default=None,
                         help="alternating rounds of one process per framework; each figure is "
                              "its best round's median (default 3)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for both frameworks, e.g. 1 to compare them on one "
+                             "core (default: the environment's OPENBLAS_NUM_THREADS / "
+                             "OMP_NUM_THREADS, else each library's default)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 repeats, 1 round")
     if which:
         parser.add_argument("--which", choices=WHICH, default="all")
@@ -357,7 +376,7 @@ def main(argv=None):
     try:
         return main_from_args(args.backend, args.compare, args.json, which=args.which,
                               quick=args.quick, repeats=args.repeats, warmup=args.warmup,
-                              rounds=args.rounds, lr=args.lr)
+                              rounds=args.rounds, lr=args.lr, threads=args.threads)
     except (ValueError, RuntimeError, OSError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2

@@ -63,6 +63,14 @@ def _peak_rss_mib():
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes / KiB
 
 
+def _blas_threads():
+    """The threads NumPy's BLAS runs (scratchseg splits its own work over as many)."""
+    from threadpoolctl import threadpool_info
+
+    return max((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"),
+               default=None)
+
+
 def _time_calls(fn, sync, repeats, warmup):
     for _ in range(warmup):
         fn()
@@ -99,7 +107,7 @@ class _Framework:
 
             check_backend(backend)
             self.library = f"{backend} {sys.modules.get(backend, numpy).__version__}"
-            self.threads = None
+            self.threads = None if backend == "cupy" else _blas_threads()
             self.sync = lambda: synchronize(backend)
 
     def array(self, *shape, scale=1.0, grad=True):

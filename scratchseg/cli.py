@@ -148,7 +148,7 @@ def _bench(args):
 
     return main_from_args(args.backend, args.compare, args.json, which=args.which,
                           quick=args.quick, repeats=args.repeats, warmup=args.warmup,
-                          rounds=args.rounds)
+                          rounds=args.rounds, threads=args.threads)
 
 
 def build_parser():

@@ -68,6 +68,15 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     assert "GEMM peak:" in out and "sum × count, backward" in out
 
 
+def test_threads_reach_both_workers_and_their_records():
+    # one thread each, where the libraries' defaults would take every core (CI has two)
+    compare = "torch" if HAS_TORCH else "none"
+    records, _ = bench.run("numpy", compare, which="step", quick=True, threads=1)
+    assert {r["framework"]: r["threads"] for r in records} == \
+        {fw: 1 for fw in (["scratchseg", "torch"] if HAS_TORCH else ["scratchseg"])}
+    assert "(cpu, 1 thread)" in bench._environment(records, "numpy")
+
+
 def test_tables_without_torch_show_dashes():
     rec = dict.fromkeys(bench.RECORD_KEYS)
     rec.update(name="relu", framework="scratchseg", backend="numpy", shape="1x4x8x8",
@@ -106,6 +115,8 @@ def test_bad_options_are_refused():
         bench.run("numpy", "none", which="everything")
     with pytest.raises(ValueError, match="rounds"):
         bench.run("numpy", "none", rounds=0)
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        bench.run("numpy", "none", threads=0)
 
 
 def _record(framework, median, times, rss=None):
@@ -135,7 +146,8 @@ def test_scripts_parse_their_options(script):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for flag in ("--backend", "--compare", "--json", "--repeats", "--rounds", "--quick"):
+    for flag in ("--backend", "--compare", "--json", "--repeats", "--rounds", "--threads",
+                 "--quick"):
         assert flag in result.stdout
 
 
