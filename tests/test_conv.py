@@ -268,6 +268,21 @@ def test_each_layer_shape_takes_its_path(rows, c_in, row_shift_passes, rng, monk
     assert len(calls) == row_shift_passes
 
 
+def test_a_layer_that_fits_one_band_is_one_band_overhang_included(rng, monkeypatch):
+    """64 output rows in bands of 64 rows (the U-Net's 64 px layers): row shifts forward
+    and backward in one band of all 66 padded rows, not two, with PyTorch's results."""
+    import scratchseg.functional.conv as conv
+
+    bands = []
+    original = conv._bands
+    monkeypatch.setattr(conv, "_bands", lambda *args: bands.append(original(*args)) or bands[-1])
+    monkeypatch.setattr(conv, "ROW_SHIFT_BAND_COLUMNS", 64 * 20)  # 20 columns: 64 rows a band
+    case = dict(x=rng.standard_normal((1, 3, 64, 20)), w=rng.standard_normal((4, 3, 3, 3)),
+                b=rng.standard_normal(4), stride=1, padding=1)
+    _compare_with_torch(case, transposed=False, bias=True)
+    assert bands == [[(0, 66)], [(0, 66)]]
+
+
 def test_row_shifts_keep_float32(rng):
     """A 64-row float32 layer (row shifts forward and backward, several bands) returns float32
     arrays equal to the float64 computation, rounded."""
