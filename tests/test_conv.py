@@ -273,14 +273,20 @@ def test_a_layer_that_fits_one_band_is_one_band_overhang_included(rng, monkeypat
     and backward in one band of all 66 padded rows, not two, with PyTorch's results."""
     import scratchseg.functional.conv as conv
 
-    bands = []
-    original = conv._bands
-    monkeypatch.setattr(conv, "_bands", lambda *args: bands.append(original(*args)) or bands[-1])
+    bands = []  # the padded rows of each band's 1 x kW columns, forward then backward
+    original = conv.im2col
+
+    def recording_im2col(x, kernel, *args, rows=None, **kwargs):
+        if kernel[0] == 1:
+            bands.append(rows)
+        return original(x, kernel, *args, rows=rows, **kwargs)
+
+    monkeypatch.setattr(conv, "im2col", recording_im2col)
     monkeypatch.setattr(conv, "ROW_SHIFT_BAND_COLUMNS", 64 * 20)  # 20 columns: 64 rows a band
     case = dict(x=rng.standard_normal((1, 3, 64, 20)), w=rng.standard_normal((4, 3, 3, 3)),
                 b=rng.standard_normal(4), stride=1, padding=1)
     _compare_with_torch(case, transposed=False, bias=True)
-    assert bands == [[(0, 66)], [(0, 66)]]
+    assert bands == [(0, 66), (0, 66)]
 
 
 def test_row_shifts_keep_float32(rng):

@@ -170,8 +170,8 @@ def _bands_per_core(xp, out_rows, step, band_work, size, overhang=0):
 
     def rows_part(rows):
         stop = rows.stop + overhang
-        return [band_work(rows, r0, r1)
-                for r0, r1 in _bands(rows.start, stop, step if split else stop - rows.start)]
+        bands = _bands(rows.start, stop, step) if split else [(rows.start, stop)]
+        return [band_work(rows, r0, r1) for r0, r1 in bands]
 
     results = in_parts(xp, out_rows, rows_part, size if split else 0, blas=True)
     return [result for part in results for result in part]
