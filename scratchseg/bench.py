@@ -16,6 +16,10 @@ the median of its best round, the round medians are kept beside it, and the pare
 computes GFLOP/s and the fraction of the GEMM peak and prints markdown tables. Ratios
 are scratchseg / torch: above 1, scratchseg is slower (or uses more memory).
 
+The step is also timed in its phases, within the same calls: zero_grad, forward and loss;
+their backward; the SGD update (on a GPU the device is synchronised after each phase, two
+synchronisations more per step). Their medians show which half of the step a gap is in.
+
 Forward ops are timed as in training (PyTorch inputs require grad, so it records its
 graph; scratchseg builds its cache); a backward is timed on one forward's cache or graph.
 
@@ -35,6 +39,10 @@ REFERENCE = dict(batch=1, in_channels=1, num_classes=2, base_channels=32, depth=
 QUICK = dict(batch=1, in_channels=1, num_classes=2, base_channels=4, depth=2, size=16)
 COMPARES = ("torch", "none")
 WHICH = ("all", "ops", "step")
+# the step timed in parts: zero_grad + forward + loss, its backward, the SGD update
+STEP_PHASES = ("forward", "backward", "update")
+STEP_PHASE_LABELS = {"forward": "median ms: zero_grad, forward, loss",
+                     "backward": "median ms: backward", "update": "median ms: SGD update"}
 RECORD_KEYS = ("name", "pass", "framework", "backend", "device", "library", "threads", "shape",
                "count", "median_ms", "min_ms", "round_medians_ms", "times_ms", "repeats",
                "warmup", "gflops", "gflops_per_s", "gemm_peak_gflops_per_s", "frac_gemm_peak",
@@ -182,9 +190,12 @@ def merge_rounds(rounds):
 
 def _add_rates(records, step_gflop):
     """Fill in GFLOP/s and the fraction of the same framework's GEMM peak."""
+    share = {"forward": 1 / 3, "backward": 2 / 3}  # the step is 3x the forward's FLOPs
     for r in records:
         if r["name"] == "unet_train_step":
             r["gflops"] = step_gflop
+        elif r["name"] == "step_phase" and r["pass"] in share:
+            r["gflops"] = step_gflop * share[r["pass"]]
         if r["gflops"]:
             r["gflops_per_s"] = r["gflops"] / (r["median_ms"] / 1e3)
     peaks = {r["framework"]: r["gflops_per_s"] for r in records if r["name"] == "gemm"}
@@ -269,7 +280,7 @@ def format_ops_table(records):
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     totals = {}
     for key, r in ours.items():
-        if r["name"] in ("gemm", "unet_train_step"):
+        if r["name"] in ("gemm", "unet_train_step", "step_phase"):
             continue
         t = theirs.get(key, {})
         for fw, rec in (("scratchseg", r), ("torch", t)):
@@ -292,24 +303,32 @@ def format_ops_table(records):
 
 
 def format_step_table(records):
-    """Markdown: the training step, scratchseg and torch side by side, with ratios."""
+    """Markdown: the training step, scratchseg and torch side by side, with ratios; below
+    the step's median, the medians of its phases."""
     step = {r["framework"]: r for r in records if r["name"] == "unet_train_step"}
     if "scratchseg" not in step:
         return ""
     a, b = step["scratchseg"], step.get("torch", {})
-    rows = [("median ms", "median_ms", _ms, True), ("min ms", "min_ms", _ms, True),
-            ("GFLOP/s", "gflops_per_s", lambda v: _num(v, ".1f"), True),
-            ("% of GEMM peak", "frac_gemm_peak", lambda v: _num(v and 100 * v, ".0f"), False),
-            ("peak RSS MiB", "peak_rss_mib", lambda v: _num(v, ".0f"), True),
-            ("RSS after imports MiB", "import_rss_mib", lambda v: _num(v, ".0f"), False),
-            ("peak GPU MiB", "peak_device_mib", lambda v: _num(v, ".0f"), True)]
+    phases = {(r["framework"], r["pass"]): r for r in records if r["name"] == "step_phase"}
+    rows = [("median ms", a, b, "median_ms", _ms, True)]
+    rows += [(STEP_PHASE_LABELS[phase], phases[("scratchseg", phase)],
+              phases.get(("torch", phase), {}), "median_ms", _ms, True)
+             for phase in STEP_PHASES if ("scratchseg", phase) in phases]
+    rows += [(label, a, b, key, fmt, with_ratio) for label, key, fmt, with_ratio in (
+        ("min ms", "min_ms", _ms, True),
+        ("GFLOP/s", "gflops_per_s", lambda v: _num(v, ".1f"), True),
+        ("% of GEMM peak", "frac_gemm_peak", lambda v: _num(v and 100 * v, ".0f"), False),
+        ("peak RSS MiB", "peak_rss_mib", lambda v: _num(v, ".0f"), True),
+        ("RSS after imports MiB", "import_rss_mib", lambda v: _num(v, ".0f"), False),
+        ("peak GPU MiB", "peak_device_mib", lambda v: _num(v, ".0f"), True))]
     lines = [f"| U-Net train step: {a['shape']}, {a['gflops']:.3g} GFLOP | scratchseg "
              f"({a['backend']}) | torch ({b.get('device', '-')}) | ratio |", "|---|---|---|---|"]
-    for label, key, fmt, with_ratio in rows:
-        if key == "peak_device_mib" and a[key] is None:
+    for label, ours, theirs, key, fmt, with_ratio in rows:
+        if key == "peak_device_mib" and ours[key] is None:
             continue
-        ratio = _ratio(a[key], b.get(key)) if with_ratio else None
-        lines.append(f"| {label} | {fmt(a[key])} | {fmt(b.get(key))} | {_num(ratio, '.2f')} |")
+        ratio = _ratio(ours[key], theirs.get(key)) if with_ratio else None
+        lines.append(f"| {label} | {fmt(ours[key])} | {fmt(theirs.get(key))} | "
+                     f"{_num(ratio, '.2f')} |")
     return "\n".join(lines)
 
 

@@ -15,7 +15,14 @@ import time
 
 import numpy
 
-from scratchseg.bench import RECORD_KEYS, op_specs, reference_config, settings, step_label
+from scratchseg.bench import (
+    RECORD_KEYS,
+    STEP_PHASES,
+    op_specs,
+    reference_config,
+    settings,
+    step_label,
+)
 
 
 def build_torch_unet(config):
@@ -171,35 +178,56 @@ class _Framework:
         return forward, lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True)
 
     def step(self, config, lr):
-        """A training-step callable: zero_grad, forward, loss, backward, SGD(momentum 0.99)."""
+        """A training-step callable (zero_grad, forward, loss, backward, SGD with momentum
+        0.99), and the list to which each call appends its STEP_PHASES' times in ms:
+        zero_grad, forward and loss; their backward; the SGD update (the device
+        synchronised after each)."""
         n, c, s = config["batch"], config["in_channels"], config["size"]
         x, labels = self.array(n, c, s, s, grad=False), self.labels(config["num_classes"], n, s, s)
         if self.name == "torch":
             model = build_torch_unet(config).to(self.device)
             opt = self.torch.optim.SGD(model.parameters(), lr=lr, momentum=0.99)
 
-            def step():
+            def forward():
                 opt.zero_grad()
-                loss = self.torch.nn.functional.cross_entropy(model(x), labels)
+                return self.torch.nn.functional.cross_entropy(model(x), labels)
+
+            def backward(loss):
                 loss.backward()
-                opt.step()
+        else:
+            from scratchseg import functional as F
+            from scratchseg.models import UNet
+            from scratchseg.optim import SGD
 
-            return step
-        from scratchseg import functional as F
-        from scratchseg.models import UNet
-        from scratchseg.optim import SGD
+            model = UNet(c, config["num_classes"], config["base_channels"], config["depth"],
+                         padding="same", backend=self.backend)
+            opt = SGD(model, lr=lr, momentum=0.99)
 
-        model = UNet(c, config["num_classes"], config["base_channels"], config["depth"],
-                     padding="same", backend=self.backend)
-        opt = SGD(model, lr=lr, momentum=0.99)
+            def forward():
+                model.zero_grad()
+                return F.softmax_cross_entropy_forward(model.forward(x), labels)[1]
+
+            def backward(loss_cache):
+                dlogits = F.softmax_cross_entropy_backward(1.0, loss_cache)
+                model.backward(dlogits, input_grad=False)
+
+        phase_times = []
 
         def step():
-            model.zero_grad()
-            loss, cache = F.softmax_cross_entropy_forward(model.forward(x), labels)
-            model.backward(F.softmax_cross_entropy_backward(1.0, cache), input_grad=False)
+            start = time.perf_counter()
+            loss = forward()
+            self.sync()
+            forward_end = time.perf_counter()
+            backward(loss)
+            self.sync()
+            backward_end = time.perf_counter()
             opt.step()
+            self.sync()
+            times = (forward_end - start, backward_end - forward_end,
+                     time.perf_counter() - backward_end)
+            phase_times.append([t * 1e3 for t in times])
 
-        return step
+        return step, phase_times
 
     def gemm(self, size):
         a, b = self.array(size, size, grad=False), self.array(size, size, grad=False)
@@ -254,12 +282,19 @@ def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None
     gemm_times = _time_calls(fw.gemm(opts["gemm_n"]), fw.sync, max(3, opts["op_repeats"]),
                              max(1, warm))
     if "step" in tasks:
-        times = _time_calls(fw.step(config, lr), fw.sync, opts["step_repeats"], warm)
+        step, phase_times = fw.step(config, lr)
+        times = _time_calls(step, fw.sync, opts["step_repeats"], warm)
         records.append(fw.record(
             "unet_train_step", "step", step_label(config), times, warm, count=1,
             peak_rss_mib=_peak_rss_mib(), import_rss_mib=import_rss,
             peak_device_mib=fw.device_peak_mib()))
         _log(f"{tag} unet_train_step {records[-1]['median_ms']:.1f} ms")
+        timed_calls = phase_times[warm:]
+        for k, phase in enumerate(STEP_PHASES):
+            records.append(fw.record("step_phase", phase, step_label(config),
+                                     [call[k] for call in timed_calls], warm, count=1))
+        _log(f"{tag} step phases: " + ", ".join(
+            f"{r['pass']} {r['median_ms']:.1f} ms" for r in records[-len(STEP_PHASES):]))
     if "ops" in tasks:
         for spec in op_specs(config):
             forward, backward = fw.op(spec)

@@ -63,9 +63,25 @@ def test_quick_run_end_to_end(tmp_path, capsys):
         relu = next(r for r in own if r["name"] == "relu")
         assert relu["gflops"] is None and relu["frac_gemm_peak"] is None
         assert all(len(r["times_ms"]) == r["repeats"] for r in own if r["name"] != "gemm")
+        _check_step_phases(own, step)
     assert "| op | shape |" in out and "| conv2d fwd | 1x1x16x16 -> 4, 3x3 p1 |" in out
     assert "| U-Net train step:" in out and "| peak RSS MiB |" in out
+    assert "| median ms: zero_grad, forward, loss |" in out and "| median ms: SGD update |" in out
     assert "GEMM peak:" in out and "sum × count, backward" in out
+
+
+def _check_step_phases(records, step):
+    """The phases are timed in the step's own calls (not its warm-ups) and cover it: each
+    call's phases add up to its time, less the clock reads between them."""
+    phases = {r["pass"]: r for r in records if r["name"] == "step_phase"}
+    assert list(phases) == list(bench.STEP_PHASES)
+    assert phases["forward"]["gflops"] == pytest.approx(step["gflops"] / 3)
+    assert phases["backward"]["gflops"] == pytest.approx(2 * step["gflops"] / 3)
+    assert phases["update"]["gflops"] is None
+    assert all(len(r["times_ms"]) == len(step["times_ms"]) for r in phases.values())
+    for k, total in enumerate(step["times_ms"]):
+        parts = sum(phases[phase]["times_ms"][k] for phase in bench.STEP_PHASES)
+        assert 0.95 * total <= parts <= total * (1 + 1e-9)
 
 
 def test_threads_reach_both_workers_and_their_records():
@@ -90,6 +106,24 @@ def test_tables_without_torch_show_dashes():
     assert "| **sum × count, forward** | whole U-Net | | 1.00 | - | - |" in ops
     table = bench.format_step_table([step])
     assert "| peak RSS MiB | 100 | - | - |" in table and "| % of GEMM peak | 50 | - | - |" in table
+
+
+def test_step_table_shows_each_phase_beside_torch_s():
+    records = [_record("scratchseg", 120.0, [120.0]), _record("torch", 100.0, [100.0])]
+    for framework, times in (("scratchseg", (50.0, 60.0, 10.0)), ("torch", (40.0, 50.0, 10.0))):
+        for phase, ms in zip(bench.STEP_PHASES, times):
+            records.append(dict(_record(framework, ms, [ms]), name="step_phase"))
+            records[-1]["pass"] = phase
+    bench._add_rates(records, step_gflop=3.0)
+    table = bench.format_step_table(records)
+    assert "| median ms | 120 | 100 | 1.20 |" in table
+    assert "| median ms: zero_grad, forward, loss | 50.0 | 40.0 | 1.25 |" in table
+    assert "| median ms: backward | 60.0 | 50.0 | 1.20 |" in table
+    assert "| median ms: SGD update | 10.0 | 10.0 | 1.00 |" in table
+    assert table.index("| median ms |") < table.index("backward |") < table.index("| min ms |")
+    assert "step_phase" not in bench.format_ops_table(records)
+    forward = next(r for r in records if r["name"] == "step_phase" and r["pass"] == "forward")
+    assert forward["gflops_per_s"] == pytest.approx(1.0 / 0.05)  # a third of 3 GFLOP in 50 ms
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
