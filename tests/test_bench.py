@@ -108,7 +108,7 @@ def test_tables_without_torch_show_dashes():
     assert "| peak RSS MiB | 100 | - | - |" in table and "| % of GEMM peak | 50 | - | - |" in table
 
 
-def test_step_table_shows_each_phase_beside_torch_s():
+def test_step_table_puts_each_phase_beside_torch():
     records = [_record("scratchseg", 120.0, [120.0]), _record("torch", 100.0, [100.0])]
     for framework, times in (("scratchseg", (50.0, 60.0, 10.0)), ("torch", (40.0, 50.0, 10.0))):
         for phase, ms in zip(bench.STEP_PHASES, times):
