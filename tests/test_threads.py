@@ -139,7 +139,7 @@ def test_a_second_caller_limits_blas_only_after_the_first_is_done(split_work):
 
 def _ops_results(rng, monkeypatch):
     """Outputs and gradients of every op that splits its work, float64, distinct values;
-    convolutions in bands of one row."""
+    convolutions in bands of one row, and row shifts in one band too."""
     for name in ("BAND_BYTES", "SINGLE_BAND_BYTES", "ROW_SHIFT_BAND_COLUMNS"):
         monkeypatch.setattr(conv, name, 1)
     x = distinct_values(rng, (2, 5, 17, 19))
@@ -151,6 +151,11 @@ def _ops_results(rng, monkeypatch):
         monkeypatch.setattr(conv, "_row_shifts_pay", pays)
         y, cache = conv2d_forward(x, w, b, padding=1)
         out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
+    # one band for the whole layer: its shifted rows are added a part of the channels each
+    monkeypatch.setattr(conv, "ROW_SHIFT_BAND_COLUMNS", 10**6)
+    y, cache = conv2d_forward(x, w, b, padding=1)
+    out["row shifts, one band"] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
+    monkeypatch.setattr(conv, "ROW_SHIFT_BAND_COLUMNS", 1)
     monkeypatch.setattr(conv, "_row_shifts_pay", thresholds)
     for path, stride in (("flipped kernel", 1), ("col2im", 2)):  # C > O; strided
         y, cache = conv2d_forward(x, w[:4], b[:4], stride=stride, padding=1)

@@ -303,17 +303,24 @@ def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, bias=None, weight_
         z = xp.matmul(w_rows, cols,
                       out=scratch(xp, (kh * o, n * (p1 - p0) * ow), x.dtype, "product"))
         z = z.reshape(kh, o, n, p1 - p0, ow)
-        for i in range(kh):  # y[h] gets Z_i[h + i] for the rows h of the core with h + i here
-            first, last = max(p0 - i, rows.start), min(p1 - i, rows.stop)
-            if last <= first:
-                continue
-            target, term = y_by_channel[:, :, first:last], z[i, :, :, first + i - p0:last + i - p0]
-            if i > 0:
-                target += term
-            elif bias is not None:  # added while the band is in cache, not in a pass over y
-                xp.add(term, bias[:, None, None, None], out=target)
-            else:
-                target[...] = term
+
+        def add_shifted_rows(part):  # y[h] gets Z_i[h + i] for the core's rows h with h + i here
+            for i in range(kh):
+                first, last = max(p0 - i, rows.start), min(p1 - i, rows.stop)
+                if last <= first:
+                    continue
+                target = y_by_channel[part, :, first:last]
+                term = z[i, part, :, first + i - p0:last + i - p0]
+                if i > 0:
+                    target += term
+                elif bias is not None:  # added while the band is in cache, not in a pass over y
+                    xp.add(term, bias[part, None, None, None], out=target)
+                else:
+                    target[...] = term
+
+        # a layer of one band adds a part of the channels per core; inside a core's slice
+        # of a split layer this runs whole
+        in_parts(xp, o, add_shifted_rows, o * n * (p1 - p0) * ow)
         if weight_grad_of is None:
             return None
         g_cols = im2col(weight_grad_of[:, :, rows], (kh, 1), (1, 1), (kh - 1, 0),
