@@ -39,10 +39,10 @@ REFERENCE = dict(batch=1, in_channels=1, num_classes=2, base_channels=32, depth=
 QUICK = dict(batch=1, in_channels=1, num_classes=2, base_channels=4, depth=2, size=16)
 COMPARES = ("torch", "none")
 WHICH = ("all", "ops", "step")
-# the step timed in parts: zero_grad + forward + loss, its backward, the SGD update
-STEP_PHASES = ("forward", "backward", "update")
+# the step timed in parts, in order: zero_grad + forward + loss, its backward, the SGD update
 STEP_PHASE_LABELS = {"forward": "median ms: zero_grad, forward, loss",
                      "backward": "median ms: backward", "update": "median ms: SGD update"}
+STEP_PHASES = tuple(STEP_PHASE_LABELS)
 RECORD_KEYS = ("name", "pass", "framework", "backend", "device", "library", "threads", "shape",
                "count", "median_ms", "min_ms", "round_medians_ms", "times_ms", "repeats",
                "warmup", "gflops", "gflops_per_s", "gemm_peak_gflops_per_s", "frac_gemm_peak",
