@@ -34,16 +34,16 @@ from pathlib import Path
 
 import numpy
 
-from scratchseg.distributed import (
+from scratchseg.training.distributed import (
     ONE_PROCESS,
     GradientBuckets,
     MPICommunicator,
     shard,
     synchronise_batch_norm,
 )
-from scratchseg.models import UNet
-from scratchseg.optim import SGD
-from scratchseg.train import training_step
+from scratchseg.nn import UNet
+from scratchseg.nn.optim import SGD
+from scratchseg.training.loop import training_step
 
 # what each allreduce sums, in report order, with the table's wording
 KINDS = {"gradients": "gradient buckets", "batch_norm": "batch-norm statistics",

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 try:
-    from scratchseg import bench
+    from scratchseg.tools import bench
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from scratchseg import bench
+    from scratchseg.tools import bench
 
 if __name__ == "__main__":
     sys.exit(bench.main(["--which", "step", *sys.argv[1:]]))

@@ -11,7 +11,7 @@ importing the AFTER checkout, one right after the other, and takes the ratio of 
 medians. Drift from elsewhere on a shared machine lasts seconds to minutes, so it
 reaches both halves of a pair alike; the median of the pairs' ratios is the change's
 effect. Each checkout runs its own benchmark worker (`python -m
-scratchseg.bench_worker`), so both must have one.
+scratchseg.tools.bench_worker`), so both must have one.
 """
 
 import argparse
@@ -21,18 +21,19 @@ import sys
 from pathlib import Path
 
 try:
-    from scratchseg import bench
+    from scratchseg.tools import bench
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from scratchseg import bench
+    from scratchseg.tools import bench
 
 
 def checkout(path):
     """The checkout's root, refused with a clear message when it has no benchmark worker."""
     root = Path(path).resolve()
-    if not (root / "scratchseg" / "bench_worker.py").is_file():
-        raise SystemExit(f"compare_versions: {path} is not a scratchseg checkout with "
-                         "scratchseg/bench_worker.py (make one with git worktree add)")
+    try:
+        bench.worker_module(root)
+    except FileNotFoundError as error:
+        raise SystemExit(f"compare_versions: {error} (make one with git worktree add)")
     return root
 
 

@@ -7,8 +7,8 @@ import traceback
 from pathlib import Path
 
 from scratchseg.backend import BACKENDS
-from scratchseg.models.unet import PADDINGS
-from scratchseg.optim import SCHEDULES
+from scratchseg.nn.unet import PADDINGS
+from scratchseg.nn.optim import SCHEDULES
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -30,7 +30,7 @@ def _print_check_table(rows, first_column):
 
 
 def _gradcheck(args):
-    from scratchseg.selfcheck import run_checks, run_model_checks
+    from scratchseg.tools.selfcheck import run_checks, run_model_checks
 
     rows = run_checks(args.backend, args.seed)
     _print_check_table(rows, "op")
@@ -75,8 +75,8 @@ _TRAIN_FLAGS = [
 
 
 def _train(args):
-    from scratchseg.distributed import ONE_PROCESS, MPICommunicator
-    from scratchseg.train import Trainer, TrainOptions, resume_options
+    from scratchseg.training.distributed import ONE_PROCESS, MPICommunicator
+    from scratchseg.training.loop import Trainer, TrainOptions, resume_options
 
     given = {name: getattr(args, name) for _, name, _, _ in _TRAIN_FLAGS
              if getattr(args, name) is not None}
@@ -126,8 +126,8 @@ def _evaluate(args):
 
 
 def _summary(args):
-    from scratchseg.models import UNet
-    from scratchseg.models.summary import format_summary, unet_summary
+    from scratchseg.nn import UNet
+    from scratchseg.nn.summary import format_summary, unet_summary
 
     model = UNet(args.in_channels, args.num_classes, args.base_channels, args.depth,
                  args.padding, args.batch_norm, args.dropout)
@@ -144,7 +144,7 @@ def _summary(args):
 
 
 def _bench(args):
-    from scratchseg.bench import main_from_args
+    from scratchseg.tools.bench import main_from_args
 
     return main_from_args(args.backend, args.compare, args.json, which=args.which,
                           quick=args.quick, repeats=args.repeats, warmup=args.warmup,
@@ -207,7 +207,7 @@ def build_parser():
     summary.add_argument("--batch-size", type=int, default=1)
     summary.set_defaults(run=_summary)
 
-    from scratchseg.bench import add_arguments
+    from scratchseg.tools.bench import add_arguments
 
     bench = commands.add_parser(
         "bench", help="time every U-Net op and a training step against PyTorch")

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy
 from PIL import Image
 
-from scratchseg.checkpoint import atomic_path, drop_batch_norm_counters, load_model
+from scratchseg.fileio import atomic_path
+from scratchseg.training.checkpoint import drop_batch_norm_counters, load_model
 from scratchseg.data import (
     FolderDataset,
     mask_png_dtype,
@@ -21,8 +22,8 @@ from scratchseg.metrics import (
     mean_iou,
     pixel_accuracy,
 )
-from scratchseg.models import UNet
-from scratchseg.plots import overlay
+from scratchseg.nn import UNet
+from scratchseg.training.plots import overlay
 
 
 def load_trained(path, backend="numpy"):

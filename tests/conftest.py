@@ -63,7 +63,7 @@ def to_torch(array, requires_grad=False):
 def split_work(monkeypatch):
     """A function that sets how many parts scratchseg's in_parts makes of any work, however
     small (1 = no split), as if OpenBLAS's threads slept on that many cores."""
-    from scratchseg.functional import threads
+    from scratchseg.fast import threads
 
     def use(count):
         monkeypatch.setattr(threads, "CORES", count)

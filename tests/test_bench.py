@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchseg import bench, bench_worker
+from scratchseg.tools import bench, bench_worker
 
 HAS_TORCH = find_spec("torch") is not None
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_step_table_puts_each_phase_beside_torch():
 def test_torch_unet_is_the_same_network():
     import torch
 
-    from scratchseg.models import UNet
+    from scratchseg.nn import UNet
 
     config = bench.reference_config(quick=True)
     ours = UNet(config["in_channels"], config["num_classes"], config["base_channels"],

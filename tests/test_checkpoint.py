@@ -8,12 +8,10 @@ import safetensors.numpy
 import safetensors.torch
 import torch
 
-from scratchseg import checkpoint
-from scratchseg.checkpoint import (
+from scratchseg.fileio import atomic_path, atomic_write_bytes, atomic_write_text
+from scratchseg.training import checkpoint
+from scratchseg.training.checkpoint import (
     add_batch_norm_counters,
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_text,
     drop_batch_norm_counters,
     load_model,
     load_training_state,

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from scratchseg import backend, selfcheck
+from scratchseg import backend
+from scratchseg.tools import selfcheck
 from scratchseg.cli import main
 
 OPS = ["conv2d", "conv_transpose2d", "max_pool2d", "relu", "concat", "dropout", "batch_norm2d",
@@ -107,7 +108,7 @@ def test_a_wrong_bias_gradient_fails_its_own_row_only(capsys, monkeypatch):
 def test_the_loss_is_checked_with_weights_and_ignored_pixels(capsys, monkeypatch):
     """The SoftmaxCrossEntropy row uses class weights, a weight map and ignore_index: a
     backward that ignores the weight map fails it."""
-    from scratchseg import layers
+    from scratchseg.nn import layers
 
     original = layers.softmax_cross_entropy_backward
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchseg.checkpoint import load_model
+from scratchseg.training.checkpoint import load_model
 from scratchseg.cli import main
 from scratchseg.data import SyntheticShapes, training_batch
-from scratchseg.distributed import (
+from scratchseg.training.distributed import (
     ONE_PROCESS,
     GradientBuckets,
     MPICommunicator,
@@ -24,9 +24,9 @@ from scratchseg.distributed import (
     shard,
     synchronise_batch_norm,
 )
-from scratchseg.models import UNet
-from scratchseg.optim import SGD
-from scratchseg.train import split_dataset, training_step
+from scratchseg.nn import UNet
+from scratchseg.nn.optim import SGD
+from scratchseg.training.loop import split_dataset, training_step
 
 
 class Doubling:
@@ -233,11 +233,11 @@ FLOAT64_STEPS = """
 import sys
 import numpy as np
 from scratchseg.data import SyntheticShapes, training_batch
-from scratchseg.distributed import (ONE_PROCESS, GradientBuckets, MPICommunicator, shard,
+from scratchseg.training.distributed import (ONE_PROCESS, GradientBuckets, MPICommunicator, shard,
                                     synchronise_batch_norm)
-from scratchseg.models import UNet
-from scratchseg.optim import SGD
-from scratchseg.train import training_step
+from scratchseg.nn import UNet
+from scratchseg.nn.optim import SGD
+from scratchseg.training.loop import training_step
 comm = MPICommunicator() if sys.argv[1] == "mpi" else ONE_PROCESS
 model = UNet(1, 4, base_channels=4, depth=2, padding="same", batch_norm=True, seed=0,
              dtype="float64")
@@ -292,11 +292,11 @@ def test_two_processes_resume_as_one_does(tmp_path):
 FAILING_RANK = """
 import sys
 from mpi4py import MPI
-import scratchseg.train
+import scratchseg.training.loop
 if MPI.COMM_WORLD.Get_rank() == 1:
     def unreadable(*args, **kwargs):
         raise OSError("rank 1 cannot read its data")
-    scratchseg.train.training_batch = unreadable
+    scratchseg.training.loop.training_batch = unreadable
 from scratchseg.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from scratchseg import functional as F
-from scratchseg.models import UNet
+from scratchseg.nn import UNet
 
 
 def _empty(*shape):

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from scratchseg import backend, layers
+from scratchseg import backend
+from scratchseg.nn import layers
 from scratchseg import functional as F
 from scratchseg.functional._checks import check_upstream
-from scratchseg.models import UNet
+from scratchseg.nn import UNet
 
 f64 = np.float64
 

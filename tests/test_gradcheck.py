@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from scratchseg import layers
+from scratchseg.nn import layers
 from scratchseg.functional import (
     conv2d_backward,
     conv2d_forward,

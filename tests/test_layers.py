@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import assert_close, distinct_values, to_torch
 
-from scratchseg import layers
+from scratchseg.nn import layers
 from scratchseg.functional import (
     conv2d_forward,
     softmax_cross_entropy_backward,

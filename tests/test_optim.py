@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scratchseg.backend import cupy_available
-from scratchseg.optim import SCHEDULES, SGD, make_schedule
+from scratchseg.nn.optim import SCHEDULES, SGD, make_schedule
 
 SHAPES = {"conv.weight": (3, 2, 3, 3), "conv.bias": (3,), "norm.weight": (4,), "scale": ()}
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from scratchseg.data import input_size_for_output, predict_logits, random_tile
 from scratchseg.data.tiling import mirror_crop, mirror_indices
-from scratchseg.models import UNet
+from scratchseg.nn import UNet
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

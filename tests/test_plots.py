@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchseg.plots import colorize, overlay, palette, plot_curves, plot_samples
+from scratchseg.training.plots import colorize, overlay, palette, plot_curves, plot_samples
 
 
 def history(num_epochs=4, with_validation=True):

@@ -24,9 +24,9 @@ from scratchseg.functional import (
     max_pool2d_forward,
     relu_backward,
     relu_forward,
-    threads,
 )
-from scratchseg.functional.threads import in_parts
+from scratchseg.fast import threads
+from scratchseg.fast.threads import in_parts
 
 
 def _record_parts(extent, elements):
@@ -208,7 +208,7 @@ def test_parts_follow_openblas_thread_count(env, cores, monkeypatch):
 
 def test_importing_scratchseg_first_lets_openblas_threads_sleep():
     """...and only then is work split: with NumPy first, OpenBLAS's threads spin."""
-    show = ("import os; from scratchseg.functional import threads; "
+    show = ("import os; from scratchseg.fast import threads; "
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), threads.BLAS_THREADS_SLEEP)")
     assert _timeout_in_child("import scratchseg; " + show) == "4 True"
     assert _timeout_in_child("import scratchseg; " + show, OPENBLAS_THREAD_TIMEOUT="9") == "9 True"

@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 
-from scratchseg.models import UNet
-from scratchseg.optim import SGD
-from scratchseg.trace import GradientFlowTracer
+from scratchseg.nn import UNet
+from scratchseg.nn.optim import SGD
+from scratchseg.training.trace import GradientFlowTracer
 
 
 def _step(model, optimizer, x, dy):
@@ -47,7 +47,7 @@ def test_tracer_records_true_norms_and_leaves_results_unchanged():
 
 
 def test_plot_has_integer_step_ticks_and_unclipped_titles(tmp_path, monkeypatch):
-    import scratchseg.trace as trace
+    import scratchseg.training.trace as trace
 
     figures = []
 

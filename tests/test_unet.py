@@ -6,9 +6,9 @@ import torch
 
 from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.gradcheck import check_gradients, layer_functions
-from scratchseg.models import UNet
-from scratchseg.optim import SGD
-from tests.torch_unet import TorchUNet
+from scratchseg.nn import UNet
+from scratchseg.nn.optim import SGD
+from scratchseg.tools.torch_unet import TorchUNet
 
 TINY = [
     dict(padding="valid"),

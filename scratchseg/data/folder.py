@@ -13,7 +13,7 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from scratchseg.checkpoint import atomic_path
+from scratchseg.fileio import atomic_path
 from scratchseg.data.dataset import Sample
 
 EXTENSIONS = (".png", ".tif", ".tiff")

@@ -2,7 +2,7 @@
 
 from scratchseg.backend import backend_name, get_array_module
 from scratchseg.functional._checks import check_float_array, check_upstream
-from scratchseg.functional.threads import in_parts
+from scratchseg.fast.threads import in_parts
 
 
 def relu_forward(x):

@@ -23,8 +23,8 @@ from scratchseg.functional._checks import (
     check_upstream,
     pair,
 )
-from scratchseg.functional.threads import even_slices, in_parts
-from scratchseg.functional.workspace import scratch
+from scratchseg.fast.threads import even_slices, in_parts
+from scratchseg.fast.workspace import scratch
 
 
 def _window(start, stride, count):

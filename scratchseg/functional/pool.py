@@ -3,7 +3,7 @@
 from scratchseg.backend import backend_name, get_array_module
 from scratchseg.functional._checks import check_float_array, check_positive, check_upstream, pair
 from scratchseg.functional.conv import _window
-from scratchseg.functional.threads import in_parts
+from scratchseg.fast.threads import in_parts
 
 
 def _offset_views(x, kernel, stride, out_size):

@@ -4,7 +4,7 @@ import numbers
 
 from scratchseg.backend import backend_name, get_array_module
 from scratchseg.functional._checks import check_float_array, check_same_dtype, check_upstream
-from scratchseg.functional.threads import in_parts
+from scratchseg.fast.threads import in_parts
 
 
 def _crop_offsets(shape, height, width, op):

@@ -1,9 +1,9 @@
 """The benchmark worker: one framework in its own process, timing what the parent asks.
 
-``python -m scratchseg.bench_worker FRAMEWORK --tasks step,ops --out FILE`` runs a GEMM
+``python -m scratchseg.tools.bench_worker FRAMEWORK --tasks step,ops --out FILE`` runs a GEMM
 block, the training step (its peak RSS read right after it, before any op benchmark
-allocates), every op of ``scratchseg.bench.op_specs`` forward and backward, and a second
-GEMM block, then writes its records as JSON. ``scratchseg.bench`` spawns it once per
+allocates), every op of ``scratchseg.tools.bench.op_specs`` forward and backward, and a second
+GEMM block, then writes its records as JSON. ``scratchseg.tools.bench`` spawns it once per
 framework and round, so NumPy's OpenBLAS threads and PyTorch's never share a process.
 """
 
@@ -15,7 +15,7 @@ import time
 
 import numpy
 
-from scratchseg.bench import (
+from scratchseg.tools.bench import (
     RECORD_KEYS,
     STEP_PHASES,
     op_specs,
@@ -196,8 +196,8 @@ class _Framework:
                 loss.backward()
         else:
             from scratchseg import functional as F
-            from scratchseg.models import UNet
-            from scratchseg.optim import SGD
+            from scratchseg.nn import UNet
+            from scratchseg.nn.optim import SGD
 
             model = UNet(c, config["num_classes"], config["base_channels"], config["depth"],
                          padding="same", backend=self.backend)
@@ -315,7 +315,7 @@ def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m scratchseg.bench_worker",
+    parser = argparse.ArgumentParser(prog="python -m scratchseg.tools.bench_worker",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("framework", choices=("scratchseg", "torch"))
     parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")

@@ -1,6 +1,6 @@
 """Benchmarks against PyTorch: every U-Net op, forward and backward, and one training step.
 
-Each framework runs in its own subprocess (``python -m scratchseg.bench_worker``), so
+Each framework runs in its own subprocess (``python -m scratchseg.tools.bench_worker``), so
 NumPy's OpenBLAS threads and PyTorch's thread pool never share a process (OpenBLAS
 workers that spin after a NumPy GEMM slow a PyTorch call made right after) and each
 step's peak RSS (``ru_maxrss``, read in the child right after the timed steps) is its
@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 REFERENCE = dict(batch=1, in_channels=1, num_classes=2, base_channels=32, depth=4, size=256)
 QUICK = dict(batch=1, in_channels=1, num_classes=2, base_channels=4, depth=2, size=16)
@@ -115,8 +116,8 @@ def op_specs(config):
 
 def step_gflops(config):
     """GFLOP of one training step: 3x the forward FLOPs of ``unet_summary``."""
-    from scratchseg.models import UNet
-    from scratchseg.models.summary import unet_summary
+    from scratchseg.nn import UNet
+    from scratchseg.nn.summary import unet_summary
 
     model = UNet(config["in_channels"], config["num_classes"], config["base_channels"],
                  config["depth"], padding="same")
@@ -135,20 +136,34 @@ def step_label(config):
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+# the worker's place in a checkout: since the two-tier layout, and before it (so that
+# benchmarks/compare_versions.py can time commits from either side of that change)
+WORKER_MODULES = ("scratchseg.tools.bench_worker", "scratchseg.bench_worker")
+
+
+def worker_module(package_root):
+    """The importable name of the benchmark worker in the checkout at ``package_root``."""
+    for module in WORKER_MODULES:
+        if (Path(package_root) / (module.replace(".", "/") + ".py")).is_file():
+            return module
+    raise FileNotFoundError(f"bench: {package_root} is not a scratchseg checkout with a "
+                            f"benchmark worker ({' or '.join(WORKER_MODULES)})")
+
+
 def spawn_worker(framework, backend, tasks, quick, repeats, warmup, lr, package_root=None,
                  threads=None):
     """Run one worker in a fresh interpreter (the same one) importing the scratchseg in
     ``package_root`` (a checkout's root; by default this one). ``threads``: the CPU
     threads of its BLAS and its op splits (scratchseg) or intra-op pool (PyTorch), set
     through THREAD_VARIABLES, which both libraries read when they load."""
-    package_root = package_root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_root = package_root or str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)  # OPENBLAS_* and thread settings pass through untouched
     if threads is not None:
         env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, "-m", "scratchseg.bench_worker", framework, "--tasks",
+        cmd = [sys.executable, "-m", worker_module(package_root), framework, "--tasks",
                ",".join(tasks), "--backend", backend, "--out", out, "--lr", repr(lr)]
         cmd += ["--quick"] if quick else []
         cmd += ["--repeats", str(repeats)] if repeats else []
@@ -388,7 +403,7 @@ def add_arguments(parser, which=True):
 
 
 def main(argv=None):
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m scratchseg.bench",
+    parser = add_arguments(argparse.ArgumentParser(prog="python -m scratchseg.tools.bench",
                                                    description=__doc__.split("\n")[0]))
     parser.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate of the step")
     args = parser.parse_args(argv)

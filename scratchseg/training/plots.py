@@ -1,7 +1,7 @@
 """Pictures of a run: training curves, sample predictions, coloured masks and overlays.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no global state, no
-display) and written atomically through ``checkpoint.atomic_path``; the file's
+display) and written atomically through ``scratchseg.fileio.atomic_path``; the file's
 extension picks the format (``.png``, ``.svg``, ``.pdf``).
 """
 
@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from scratchseg.backend import to_numpy
-from scratchseg.checkpoint import atomic_path
+from scratchseg.fileio import atomic_path
 
 OUT_OF_RANGE_COLOUR = (255, 255, 255)
 

@@ -12,7 +12,7 @@ from functools import partial
 from numbers import Integral
 
 from scratchseg.backend import backend_name, get_array_module, to_device, to_numpy
-from scratchseg.functional.threads import in_parts
+from scratchseg.fast.threads import in_parts
 
 SCHEDULES = ("constant", "step", "cosine")
 

@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from scratchseg.checkpoint import atomic_path, atomic_write_text
+from scratchseg.fileio import atomic_path, atomic_write_text
 
 COLUMNS = ("step", "layer", "kind", "activation_rms", "grad_rms", "weight_grad_rms",
            "update_ratio", "dead_fraction")

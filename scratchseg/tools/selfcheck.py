@@ -7,7 +7,7 @@ absolute error, worst relative error, pass or fail).
 import numpy
 
 from scratchseg import functional as F
-from scratchseg import layers
+from scratchseg.nn import layers
 from scratchseg.backend import backend_name, to_device
 from scratchseg.gradcheck import (
     GradientCheckError,
@@ -134,7 +134,7 @@ MODEL_CONFIGS = (
 
 def run_model_checks(backend="numpy", seed=0, mode="full"):
     """The whole U-Net in float64 (tiny configurations): one row per layer parameter and dx."""
-    from scratchseg.models import UNet
+    from scratchseg.nn import UNet
 
     rng = numpy.random.default_rng(seed)
     rows = []

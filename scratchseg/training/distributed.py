@@ -18,7 +18,7 @@ the CPU.
 import sys
 
 from scratchseg.backend import get_array_module
-from scratchseg.layers import BatchNorm2d
+from scratchseg.nn.layers import BatchNorm2d
 
 BUCKET_BYTES = 64 * 2**20
 

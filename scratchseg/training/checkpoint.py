@@ -10,15 +10,12 @@ is a safetensors file too: every array of the state (momentum buffers, a
 Mersenne-Twister key) is a tensor and the rest of the state (scalars, RNG
 state, metrics history) is JSON in the metadata, so nothing is pickled.
 
-Every writer goes through ``atomic_path``: the data lands in a temporary file in
-the destination folder, is flushed to disk, and only then replaces the
-destination, so a failed run never leaves a half-written file.
+Every writer goes through ``scratchseg.fileio.atomic_path``, so a failed run never
+leaves a half-written file.
 """
 
-import contextlib
 import json
 import os
-import secrets
 from pathlib import Path
 
 import numpy
@@ -26,54 +23,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from scratchseg.backend import to_numpy
+from scratchseg.fileio import atomic_path
 
 MODEL_FORMAT = "scratchseg-unet"
 TRAINING_STATE_FORMAT = "scratchseg-training-state"
 _TENSOR_REF = "__tensor__"
 _RUNNING_MEAN, _BATCH_NORM_COUNTER = ".running_mean", ".num_batches_tracked"
-
-
-def _fsync_directory(folder):
-    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; on success it is fsynced and moved onto
-    ``path``, on failure removed, leaving any existing file at ``path`` untouched.
-
-    The temporary name keeps the extension (``name.tmp<pid>-<hex>.png``) so writers
-    that infer the format from it (matplotlib, Pillow) pick the right one.
-    """
-    path = Path(path)
-    temp = path.with_name(f"{path.stem}.tmp{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
-    try:
-        yield temp
-        with open(temp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as temp, open(temp, "wb") as f:
-        f.write(data)
-
-
-def atomic_write_text(path, text, encoding="utf-8"):
-    """Write ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode(encoding))
 
 
 def _json_default(value):

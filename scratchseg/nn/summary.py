@@ -9,7 +9,7 @@ memory is the output's bytes at the model's dtype.
 
 from dataclasses import dataclass
 
-from scratchseg.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, MaxPool2d, ReLU
+from scratchseg.nn.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, MaxPool2d, ReLU
 
 
 @dataclass

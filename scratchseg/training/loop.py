@@ -5,7 +5,7 @@ A run directory holds, rewritten atomically after every epoch:
 ``predict`` needs, and loadable by PyTorch), ``checkpoint.safetensors``
 (weights, momentum buffers, epoch, step, options and history: an exact
 resume), ``metrics.csv``, ``curves.png`` and ``samples.png`` (and with ``trace``,
-``trace.csv`` and ``gradient_flow.png``: see scratchseg.trace). The model file
+``trace.csv`` and ``gradient_flow.png``: see scratchseg.training.trace). The model file
 holds PyTorch's ``num_batches_tracked`` for every batch norm: the number of
 SGD steps taken (one training forward each, PyTorch's count).
 
@@ -24,9 +24,9 @@ import numpy
 from tqdm import tqdm
 
 from scratchseg.backend import BACKENDS, get_array_module, to_device
-from scratchseg.checkpoint import (
+from scratchseg.fileio import atomic_write_text
+from scratchseg.training.checkpoint import (
     add_batch_norm_counters,
-    atomic_write_text,
     load_training_state,
     save_model,
     save_training_state,
@@ -43,7 +43,7 @@ from scratchseg.data import (
     training_batch,
 )
 from scratchseg.data.batches import DROPOUT_STREAM, SPLIT_STREAM
-from scratchseg.distributed import (
+from scratchseg.training.distributed import (
     ONE_PROCESS,
     GradientBuckets,
     select_local_gpu,
@@ -53,11 +53,11 @@ from scratchseg.distributed import (
 from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.functional.loss import NonFiniteError
 from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
-from scratchseg.models import UNet
-from scratchseg.models.unet import PADDINGS
-from scratchseg.optim import SCHEDULES, SGD, make_schedule
-from scratchseg.plots import plot_curves, plot_samples
-from scratchseg.trace import GradientFlowTracer
+from scratchseg.nn import UNet
+from scratchseg.nn.unet import PADDINGS
+from scratchseg.nn.optim import SCHEDULES, SGD, make_schedule
+from scratchseg.training.plots import plot_curves, plot_samples
+from scratchseg.training.trace import GradientFlowTracer
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pixel_acc", "val_miou", "val_dice",
                   "lr", "seconds")

@@ -14,10 +14,10 @@ network: 572x572 in, 388x388 out, 31,030,658 parameters for 1 -> 2 classes.
 
 import numbers
 
-from scratchseg import init
+from scratchseg.nn import init
 from scratchseg.backend import check_backend, to_device, to_numpy
 from scratchseg.functional import concat_backward, concat_forward
-from scratchseg.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, MaxPool2d, ReLU
+from scratchseg.nn.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, MaxPool2d, ReLU
 
 PADDINGS = ("valid", "same")
 

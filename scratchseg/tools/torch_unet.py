@@ -1,6 +1,6 @@
 """A PyTorch build of scratchseg's U-Net with the same parameter names: the reference oracle.
 
-Written independently of scratchseg.models.unet from the paper's description
+Written independently of scratchseg.nn.unet from the paper's description
 (and DESIGN.md's naming), so agreement between the two is evidence, not an echo.
 """
 

@@ -8,7 +8,7 @@ tile can be split over several forward/backward pairs. A layer keeps the
 cache of its last forward until its backward has used it, then drops it.
 """
 
-from scratchseg import init
+from scratchseg.nn import init
 from scratchseg.backend import get_array_module, to_device
 from scratchseg.functional import (
     batch_norm2d_backward,

@@ -1,0 +1,1 @@
+"""Training: options, the loop, checkpoints, data-parallel processes, gradient traces, plots."""
