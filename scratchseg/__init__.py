@@ -4,8 +4,12 @@ import os
 import sys
 
 if "numpy" not in sys.modules:
-    # OpenBLAS reads this when NumPy loads it. Its idle GEMM threads then sleep at once
-    # instead of spinning for about 0.1 s after every product, which left the NumPy work
-    # between the GEMMs no free core to be split over (scratchseg/functional/threads.py).
-    # A value the user set stands.
+    # OpenBLAS reads this when NumPy loads it: its idle GEMM threads then sleep at once
+    # instead of spinning, leaving the cores free for the CPU engine's split copies
+    # (scratchseg/fast/threads.py). A value the user set stands.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from scratchseg.grad_mode import is_grad_enabled, no_grad  # noqa: E402
+from scratchseg.ops import engine  # noqa: E402
+
+__all__ = ["engine", "is_grad_enabled", "no_grad"]
