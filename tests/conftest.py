@@ -6,6 +6,7 @@ need at import time are plain functions here, imported with
 ``from conftest import ...``.
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -16,9 +17,10 @@ settings.register_profile(
     "scratchseg",
     max_examples=30,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-settings.register_profile("thorough", max_examples=200, deadline=None)
+settings.register_profile("thorough", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "scratchseg"))
 
 
@@ -60,16 +62,24 @@ def to_torch(array, requires_grad=False):
 
 
 @pytest.fixture
-def split_work(monkeypatch):
-    """A function that sets how many parts scratchseg's in_parts makes of any work, however
-    small (1 = no split), as if OpenBLAS's threads slept on that many cores."""
-    from scratchseg.fast import threads
+def split_work():
+    """A function that sets how many parts the CPU engine's in_parts makes of any work,
+    however small (1 = no split), as if OpenBLAS's threads slept on that many cores."""
+    from scratchseg.fast.tuning import tuned
 
-    def use(count):
-        monkeypatch.setattr(threads, "CORES", count)
-        monkeypatch.setattr(threads, "MIN_PART_ELEMENTS", 1)
-        monkeypatch.setattr(threads, "BLAS_THREADS_SLEEP", True)
-    return use
+    with contextlib.ExitStack() as settings:
+        yield lambda count: settings.enter_context(
+            tuned(cores=count, min_part_elements=1, blas_threads_sleep=True))
+
+
+@pytest.fixture(params=["fast", "reference"])
+def each_engine(request):
+    """Run the test once on each engine: the op tests prove both (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("each_engine")`` and calls scratchseg.ops)."""
+    import scratchseg
+
+    with scratchseg.engine(request.param):
+        yield request.param
 
 
 @pytest.fixture

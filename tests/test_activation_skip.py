@@ -9,7 +9,7 @@ from conftest import assert_close, check_one_gradient, distinct_values, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scratchseg.functional import (
+from scratchseg.ops import (
     center_crop,
     concat_backward,
     concat_forward,
@@ -17,6 +17,8 @@ from scratchseg.functional import (
     relu_forward,
 )
 from scratchseg.gradcheck import check_gradients
+
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 shapes_4d = st.tuples(st.integers(1, 2), st.integers(1, 3), st.integers(1, 5), st.integers(1, 5))
 any_shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4).map(tuple)

@@ -45,9 +45,9 @@ def test_gradcheck_exits_non_zero_on_a_wrong_backward(capsys, monkeypatch):
     monkeypatch.setattr(selfcheck.F, "relu_backward", relu_backward_without_mask)
     assert main(["gradcheck", "--seed", "3"]) == 1
     out = capsys.readouterr().out
-    assert re.search(r"\b1 failed\b", out)
+    assert re.search(r"\b2 failed\b", out)
     failing = [name for name, result in _table_rows(out) if result == "FAIL"]
-    assert failing == ["relu"]
+    assert failing == ["relu", "ReLU"]  # the op, and the layer that runs it
     fail_line = next(line for line in out.splitlines() if "FAIL" in line)
     assert "'dx'" in fail_line and "analytic" in fail_line and "numerical" in fail_line
 
@@ -62,7 +62,8 @@ def test_gradcheck_reports_a_planted_batch_norm_bug(capsys, monkeypatch):
     monkeypatch.setattr(selfcheck.F, "batch_norm2d_backward", dbeta_off)
     assert main(["gradcheck"]) != 0
     out = capsys.readouterr().out
-    assert {name for name, result in _table_rows(out) if result == "FAIL"} == {"batch_norm2d"}
+    assert ({name for name, result in _table_rows(out) if result == "FAIL"}
+            == {"batch_norm2d", "BatchNorm2d"})
     assert "'dbeta'" in out
 
 
@@ -83,8 +84,8 @@ def test_a_wrong_bias_gradient_fails_its_own_row_only(capsys, monkeypatch):
     figures, db fails on its own row with its worst element and both values."""
     original = selfcheck.F.conv2d_backward
 
-    def db_off(dy, cache):
-        dx, dw, db = original(dy, cache)
+    def db_off(dy, cache, *options):
+        dx, dw, db = original(dy, cache, *options)
         return dx, dw, db * 1.1
 
     monkeypatch.setattr(selfcheck.F, "conv2d_backward", db_off)
@@ -99,27 +100,28 @@ def test_a_wrong_bias_gradient_fails_its_own_row_only(capsys, monkeypatch):
     # a failing row keeps its figures: db is 10% off, far above the 1e-5 tolerance
     assert all(float(abs_err) > 1e-3 for _, abs_err, result in rows if result == "FAIL")
     fail_lines = [line for line in out.splitlines() if "FAIL" in line]
-    assert len(fail_lines) == 2
-    assert all("'db'" in line and "analytic" in line and "numerical" in line
-               for line in fail_lines)
-    assert re.search(r"\b2 failed\b", out)
+    assert len(fail_lines) == 3  # the two ops' rows and the Conv2d layer's bias
+    assert all(("'db'" in line or "'dbias'" in line) and "analytic" in line
+               and "numerical" in line for line in fail_lines)
+    assert re.search(r"\b3 failed\b", out)
 
 
 def test_the_loss_is_checked_with_weights_and_ignored_pixels(capsys, monkeypatch):
     """The SoftmaxCrossEntropy row uses class weights, a weight map and ignore_index: a
     backward that ignores the weight map fails it."""
-    from scratchseg.nn import layers
+    from scratchseg import ops
 
-    original = layers.softmax_cross_entropy_backward
+    original = ops.softmax_cross_entropy_backward
 
     def unweighted(dloss, cache):
-        probs, labels, scaled_weight = cache
-        return original(dloss, (probs, labels, (scaled_weight > 0) / (scaled_weight > 0).sum()))
+        engine, (probs, labels, scaled_weight) = cache  # scratchseg.ops: (engine, its cache)
+        return original(dloss, (engine, (probs, labels,
+                                         (scaled_weight > 0) / (scaled_weight > 0).sum())))
 
     assert main(["gradcheck"]) == 0
     assert ("dx", "pass") in [(g, r) for g, _, r in _op_rows(capsys.readouterr().out,
                                                               "SoftmaxCrossEntropy")]
-    monkeypatch.setattr(layers, "softmax_cross_entropy_backward", unweighted)
+    monkeypatch.setattr(ops, "softmax_cross_entropy_backward", unweighted)
     assert main(["gradcheck"]) == 1
     rows = _op_rows(capsys.readouterr().out, "SoftmaxCrossEntropy")
     assert [(g, r) for g, _, r in rows] == [("dx", "FAIL")]

@@ -1,4 +1,8 @@
-"""conv2d and conv_transpose2d: finite differences, PyTorch, dtypes, im2col/col2im."""
+"""conv2d and conv_transpose2d: finite differences, PyTorch, dtypes, im2col/col2im.
+
+Every test runs on both engines (through scratchseg.ops); the CPU engine's own
+paths (bands of rows, row shifts) are forced with scratchseg.fast.tuning.tuned.
+"""
 
 import numpy as np
 import pytest
@@ -8,14 +12,18 @@ from conftest import assert_close, check_one_gradient, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scratchseg.functional import (
-    col2im,
+import scratchseg
+from scratchseg.fast.conv import conv2d_paths
+from scratchseg.fast.tuning import tuned
+from scratchseg.functional import col2im, im2col
+from scratchseg.ops import (
     conv2d_backward,
     conv2d_forward,
     conv_transpose2d_backward,
     conv_transpose2d_forward,
-    im2col,
 )
+
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 GRADIENTS = {"dx": 0, "dw": 1, "db": 2}
 
@@ -185,15 +193,10 @@ def test_conv_transpose2d_matches_torch(case, bias):
 
 
 def _with_one_row_bands(case, transposed):
-    """Bands of one output row each must match PyTorch exactly like one big GEMM."""
-    import scratchseg.functional.conv as conv
-
-    saved = conv.BAND_BYTES, conv.SINGLE_BAND_BYTES
-    conv.BAND_BYTES, conv.SINGLE_BAND_BYTES = 1, 0
-    try:
+    """The CPU engine in bands of one output row each must match PyTorch exactly like one
+    big GEMM."""
+    with scratchseg.engine("fast"), tuned(band_bytes=1, single_band_bytes=0):
         _compare_with_torch(case, transposed=transposed, bias=True)
-    finally:
-        conv.BAND_BYTES, conv.SINGLE_BAND_BYTES = saved
 
 
 @given(case=conv2d_cases())
@@ -219,19 +222,12 @@ def stride_one_conv2d_cases(draw):
 
 
 def _with_row_shifts(check):
-    """Run ``check`` with every stride-1 convolution on the large-map paths whatever its
-    size and channels: row shifts in bands of one padded row (each adding to the rows
-    that earlier bands assigned) forward, and backward where C <= O (where C > O the
-    backward always takes the flipped kernel)."""
-    import scratchseg.functional.conv as conv
-
-    saved = conv._row_shifts_pay, conv.ROW_SHIFT_BAND_COLUMNS
-    conv._row_shifts_pay = lambda stride, kernel, *sizes: stride == (1, 1) and kernel[0] > 1
-    conv.ROW_SHIFT_BAND_COLUMNS = 1
-    try:
+    """Run ``check`` on the CPU engine with every stride-1 convolution of at least half as
+    many input as output channels on the large-map paths whatever its size: row shifts in
+    bands of one padded row (each adding to the rows that earlier bands assigned) forward,
+    and backward where C <= O (where C > O the backward takes the flipped kernel)."""
+    with scratchseg.engine("fast"), tuned(row_shift_min_rows=1, row_shift_band_columns=1):
         check()
-    finally:
-        conv._row_shifts_pay, conv.ROW_SHIFT_BAND_COLUMNS = saved
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
@@ -246,47 +242,20 @@ def test_conv2d_by_row_shifts_gradients_match_finite_differences(case, gradient)
     _with_row_shifts(lambda: _gradcheck(case, transposed=False, gradient=gradient))
 
 
-@pytest.mark.parametrize("rows, c_in, row_shift_passes", [
-    (63, 3, 0),  # a small map: im2col forward, col2im backward
-    (64, 3, 2),  # a U-Net level of 64+ rows: row shifts forward and backward
-    (64, 1, 0),  # a 1-channel image: im2col forward, col2im backward
-    (64, 8, 1),  # a decoder conv (C > O): backward by the flipped kernel's im2col
+@pytest.mark.parametrize("rows, c_in, paths", [
+    (63, 3, ("im2col", "col2im")),  # a small map
+    (64, 3, ("row shifts", "row shifts")),  # a U-Net level of 64+ rows
+    (64, 1, ("im2col", "col2im")),  # a 1-channel image
+    (64, 8, ("row shifts", "flipped kernel")),  # a decoder conv (C > O)
+    (64, 2, ("row shifts", "row shifts")),  # C = O / 2, the least that row shifts take
 ])
-def test_each_layer_shape_takes_its_path(rows, c_in, row_shift_passes, rng, monkeypatch):
-    """The thresholds route each shape to the path measured fastest for it (counted by
-    the calls of the row-shift helper), and every path agrees with PyTorch there."""
-    import scratchseg.functional.conv as conv
-
-    calls = []
-    original = conv._conv_by_row_shifts
-    monkeypatch.setattr(conv, "_conv_by_row_shifts",
-                        lambda *a, **k: calls.append(1) or original(*a, **k))
-    case = dict(x=rng.standard_normal((2, c_in, rows, 20)),
-                w=rng.standard_normal((4, c_in, 3, 3)),
-                b=rng.standard_normal(4), stride=1, padding=1)
-    _compare_with_torch(case, transposed=False, bias=True)
-    assert len(calls) == row_shift_passes
-
-
-def test_a_layer_that_fits_one_band_is_one_band_overhang_included(rng, monkeypatch):
-    """64 output rows in bands of 64 rows (the U-Net's 64 px layers): row shifts forward
-    and backward in one band of all 66 padded rows, not two, with PyTorch's results."""
-    import scratchseg.functional.conv as conv
-
-    bands = []  # the padded rows of each band's 1 x kW columns, forward then backward
-    original = conv.im2col
-
-    def recording_im2col(x, kernel, *args, rows=None, **kwargs):
-        if kernel[0] == 1:
-            bands.append(rows)
-        return original(x, kernel, *args, rows=rows, **kwargs)
-
-    monkeypatch.setattr(conv, "im2col", recording_im2col)
-    monkeypatch.setattr(conv, "ROW_SHIFT_BAND_COLUMNS", 64 * 20)  # 20 columns: 64 rows a band
-    case = dict(x=rng.standard_normal((1, 3, 64, 20)), w=rng.standard_normal((4, 3, 3, 3)),
-                b=rng.standard_normal(4), stride=1, padding=1)
-    _compare_with_torch(case, transposed=False, bias=True)
-    assert bands == [(0, 66), (0, 66)]
+def test_each_layer_shape_takes_its_path(rows, c_in, paths, rng):
+    """The CPU engine's thresholds route each shape to the path measured fastest for it,
+    and every path agrees with PyTorch there."""
+    x, w = rng.standard_normal((2, c_in, rows, 20)), rng.standard_normal((4, c_in, 3, 3))
+    assert conv2d_paths(x.shape, w.shape, (1, 1), (1, 1)) == paths
+    _compare_with_torch(dict(x=x, w=w, b=rng.standard_normal(4), stride=1, padding=1),
+                        transposed=False, bias=True)
 
 
 def test_row_shifts_keep_float32(rng):

@@ -4,8 +4,10 @@ and the whole U-Net: empty outputs, empty dx, zero parameter gradients, no warni
 import numpy as np
 import pytest
 
-from scratchseg import functional as F
+from scratchseg import ops as F
 from scratchseg.nn import UNet
+
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 
 def _empty(*shape):

@@ -5,9 +5,11 @@ import pytest
 
 from scratchseg import backend
 from scratchseg.nn import layers
-from scratchseg import functional as F
+from scratchseg import ops as F
 from scratchseg.functional._checks import check_upstream
 from scratchseg.nn import UNet
+
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 f64 = np.float64
 

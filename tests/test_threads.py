@@ -1,4 +1,4 @@
-"""in_parts: NumPy work split over threads gives the one-thread result."""
+"""The CPU engine's in_parts: NumPy work split over threads gives the one-thread result."""
 
 import os
 import signal
@@ -12,8 +12,7 @@ import pytest
 from conftest import distinct_values
 from threadpoolctl import threadpool_info, threadpool_limits
 
-import scratchseg.functional.conv as conv
-from scratchseg.functional import (
+from scratchseg.fast import (
     concat_backward,
     concat_forward,
     conv2d_backward,
@@ -27,6 +26,7 @@ from scratchseg.functional import (
 )
 from scratchseg.fast import threads
 from scratchseg.fast.threads import in_parts
+from scratchseg.fast.tuning import TUNING, detect_cores, tuned
 
 
 def _record_parts(extent, elements):
@@ -48,21 +48,19 @@ def test_parts_cover_the_range_once_in_order(split_work, count, extent):
     assert first == [threading.current_thread().name]  # the caller takes the first part
 
 
-def test_small_work_cupy_single_cores_and_spinning_blas_run_once(monkeypatch):
-    monkeypatch.setattr(threads, "CORES", 2)
-    monkeypatch.setattr(threads, "BLAS_THREADS_SLEEP", True)
-    small = 2 * threads.MIN_PART_ELEMENTS - 1
-    assert [p for p, _ in _record_parts(8, small)] == [slice(0, 8)]
-    assert len(_record_parts(8, small + 1)) == 2
-    fake_cupy = types.SimpleNamespace(__name__="cupy")
-    calls = []
-    in_parts(fake_cupy, 8, calls.append, 10**9)
-    assert calls == [slice(0, 8)]
-    monkeypatch.setattr(threads, "BLAS_THREADS_SLEEP", False)
-    assert [p for p, _ in _record_parts(8, 10**9)] == [slice(0, 8)]
-    monkeypatch.setattr(threads, "BLAS_THREADS_SLEEP", True)
-    monkeypatch.setattr(threads, "CORES", 1)
-    assert [p for p, _ in _record_parts(8, 10**9)] == [slice(0, 8)]
+def test_small_work_cupy_single_cores_and_spinning_blas_run_once():
+    with tuned(cores=2, blas_threads_sleep=True):
+        small = 2 * TUNING.min_part_elements - 1
+        assert [p for p, _ in _record_parts(8, small)] == [slice(0, 8)]
+        assert len(_record_parts(8, small + 1)) == 2
+        fake_cupy = types.SimpleNamespace(__name__="cupy")
+        calls = []
+        in_parts(fake_cupy, 8, calls.append, 10**9)
+        assert calls == [slice(0, 8)]
+    with tuned(cores=2, blas_threads_sleep=False):
+        assert [p for p, _ in _record_parts(8, 10**9)] == [slice(0, 8)]
+    with tuned(cores=1, blas_threads_sleep=True):
+        assert [p for p, _ in _record_parts(8, 10**9)] == [slice(0, 8)]
 
 
 def test_an_error_in_any_part_is_raised_after_every_part_is_done(split_work):
@@ -137,31 +135,28 @@ def test_a_second_caller_limits_blas_only_after_the_first_is_done(split_work):
     assert a_done and len(b_started) == 2 and min(b_started) >= a_done[0]
 
 
-def _ops_results(rng, monkeypatch):
-    """Outputs and gradients of every op that splits its work, float64, distinct values;
-    convolutions in bands of one row, and row shifts in one band too."""
-    for name in ("BAND_BYTES", "SINGLE_BAND_BYTES", "ROW_SHIFT_BAND_COLUMNS"):
-        monkeypatch.setattr(conv, name, 1)
+def _ops_results(rng):
+    """Outputs and gradients of every op of the CPU engine that splits its work, float64,
+    distinct values; convolutions in bands of one row, and row shifts in one band too."""
     x = distinct_values(rng, (2, 5, 17, 19))
     w = rng.standard_normal((6, 5, 3, 3))
     b = rng.standard_normal(6)
     out = {}
-    thresholds = conv._row_shifts_pay
-    for path, pays in (("im2col", lambda *a: False), ("row shifts", lambda s, k, *a: True)):
-        monkeypatch.setattr(conv, "_row_shifts_pay", pays)
-        y, cache = conv2d_forward(x, w, b, padding=1)
-        out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
+    one_row_bands = dict(band_bytes=1, single_band_bytes=1, row_shift_band_columns=1)
+    for path, min_rows in (("im2col", 10**6), ("row shifts", 1)):
+        with tuned(row_shift_min_rows=min_rows, **one_row_bands):
+            y, cache = conv2d_forward(x, w, b, padding=1)
+            out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
     # one band for the whole layer: its shifted rows are added a part of the channels each
-    monkeypatch.setattr(conv, "ROW_SHIFT_BAND_COLUMNS", 10**6)
-    y, cache = conv2d_forward(x, w, b, padding=1)
-    out["row shifts, one band"] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
-    monkeypatch.setattr(conv, "ROW_SHIFT_BAND_COLUMNS", 1)
-    monkeypatch.setattr(conv, "_row_shifts_pay", thresholds)
-    for path, stride in (("flipped kernel", 1), ("col2im", 2)):  # C > O; strided
-        y, cache = conv2d_forward(x, w[:4], b[:4], stride=stride, padding=1)
-        out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
-    y, cache = conv_transpose2d_forward(x, rng.standard_normal((5, 3, 2, 2)), b[:3])
-    out["up-conv"] = (y, *conv_transpose2d_backward(rng.standard_normal(y.shape), cache))
+    with tuned(row_shift_min_rows=1, row_shift_band_columns=10**6):
+        y, cache = conv2d_forward(x, w, b, padding=1)
+        out["row shifts, one band"] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
+    with tuned(**one_row_bands):
+        for path, stride in (("flipped kernel", 1), ("col2im", 2)):  # C > O; strided
+            y, cache = conv2d_forward(x, w[:4], b[:4], stride=stride, padding=1)
+            out[path] = (y, *conv2d_backward(rng.standard_normal(y.shape), cache))
+        y, cache = conv_transpose2d_forward(x, rng.standard_normal((5, 3, 2, 2)), b[:3])
+        out["up-conv"] = (y, *conv_transpose2d_backward(rng.standard_normal(y.shape), cache))
     y, cache = concat_forward(x, rng.standard_normal((2, 3, 15, 17)))
     out["concat"] = (y, *concat_backward(rng.standard_normal(y.shape), cache))
     y, cache = relu_forward(x)
@@ -174,11 +169,11 @@ def _ops_results(rng, monkeypatch):
 
 
 @pytest.mark.parametrize("count", [2, 3])
-def test_ops_in_parts_equal_the_ops_in_one_piece(split_work, count, monkeypatch):
+def test_ops_in_parts_equal_the_ops_in_one_piece(split_work, count):
     split_work(1)
-    whole = _ops_results(np.random.default_rng(5), monkeypatch)
+    whole = _ops_results(np.random.default_rng(5))
     split_work(count)
-    split = _ops_results(np.random.default_rng(5), monkeypatch)
+    split = _ops_results(np.random.default_rng(5))
     for name, arrays in whole.items():
         for k, (got, want) in enumerate(zip(split[name], arrays)):
             # copies and elementwise ops match bitwise; a weight gradient summed over each
@@ -203,13 +198,13 @@ def test_parts_follow_openblas_thread_count(env, cores, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert threads._cores() == (cores or len(os.sched_getaffinity(0)))
+    assert detect_cores() == (cores or len(os.sched_getaffinity(0)))
 
 
 def test_importing_scratchseg_first_lets_openblas_threads_sleep():
     """...and only then is work split: with NumPy first, OpenBLAS's threads spin."""
-    show = ("import os; from scratchseg.fast import threads; "
-            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), threads.BLAS_THREADS_SLEEP)")
+    show = ("import os; from scratchseg.fast.tuning import TUNING; "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), TUNING.blas_threads_sleep)")
     assert _timeout_in_child("import scratchseg; " + show) == "4 True"
     assert _timeout_in_child("import scratchseg; " + show, OPENBLAS_THREAD_TIMEOUT="9") == "9 True"
     assert _timeout_in_child("import numpy, scratchseg; " + show) == "None False"

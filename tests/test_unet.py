@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from scratchseg.ops import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.gradcheck import check_gradients, layer_functions
 from scratchseg.nn import UNet
 from scratchseg.nn.optim import SGD
 from scratchseg.tools.torch_unet import TorchUNet
+
+pytestmark = pytest.mark.usefixtures("each_engine")
 
 TINY = [
     dict(padding="valid"),
@@ -135,7 +137,7 @@ def test_forward_and_backward_match_pytorch(options):
         np.testing.assert_allclose(grad, t_params[name].grad.numpy(), rtol=1e-8, atol=1e-13,
                                    err_msg=name)
     t_buffers = dict(theirs.named_buffers())
-    for name, value in ours.buffers():
+    for name, value in ours.named_buffers():
         np.testing.assert_allclose(value, t_buffers[name].numpy(), rtol=1e-12, err_msg=name)
 
 

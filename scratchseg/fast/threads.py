@@ -1,19 +1,16 @@
 """Memory-bound NumPy work split over the CPU's cores.
 
-NumPy runs a copy or a ufunc on one core, while OpenBLAS runs every GEMM on
-all of them: between the GEMMs of a training step (im2col's copies, the
-row-shift sums, ReLU, max-pool; a third of the step) the other cores idled.
-NumPy releases the GIL inside large copies and ufuncs, so the same calls made
-on disjoint slices from several threads run at once, 1.5-1.9x faster on two
-cores. ``in_parts`` does that for an op written as a function of a slice of
-one axis. On CuPy (the GPU runs the kernels asynchronously anyway) and for
-small work it calls the op once over the whole range.
+NumPy runs a copy or a ufunc on one core, while OpenBLAS runs every GEMM on all
+of them, so between the GEMMs of a training step (im2col's copies, the row-shift
+sums, ReLU, max-pool) the other cores would idle. NumPy releases the GIL inside
+large copies and ufuncs, so the same calls made on disjoint slices from several
+threads run at once. ``in_parts`` does that for an op written as a function of a
+slice of one axis; for small work it calls the op once over the whole range.
 
 The other cores are only free if OpenBLAS lets its threads sleep after a GEMM
-instead of spinning on them for about 0.1 s (measured: split copies then run
-no faster, or up to 1.3x slower). OPENBLAS_THREAD_TIMEOUT=4 makes them sleep;
-scratchseg sets it when it is imported before NumPy (scratchseg/__init__.py),
-and work is split only when it is set.
+instead of spinning: OPENBLAS_THREAD_TIMEOUT=4 makes them sleep, scratchseg sets
+it when it is imported before NumPy (scratchseg/__init__.py), and work is split
+only when it is set (``TUNING.blas_threads_sleep``).
 
 Parts may run GEMMs of their own (``blas=True``): a convolution's bands of rows,
 each built, multiplied and summed by one core while its data is in that core's
@@ -28,33 +25,14 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 from threadpoolctl import ThreadpoolController
 
-# below this a part is not worth a thread: waking one takes 0.1-0.2 ms on a small VM
-MIN_PART_ELEMENTS = 1 << 18
-BLAS_THREADS_SLEEP = "OPENBLAS_THREAD_TIMEOUT" in os.environ
+from scratchseg.fast.tuning import TUNING
+
 _THREAD_PREFIX = "scratchseg-part"
 
 _pool = None
 _running = threading.local()  # .part: this thread is running a part (the caller's too)
 _blas = None  # threadpoolctl's handle on the BLAS libraries loaded, found on first use
 _blas_limited = threading.Lock()
-
-
-def _cores():
-    """The cores to split over: as many threads as OpenBLAS runs (OPENBLAS_NUM_THREADS,
-    GOTO_NUM_THREADS or OMP_NUM_THREADS, read in OpenBLAS's order; one MPI process per
-    core sets it to 1), at most the CPUs this process may run on."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return min(int(value), cpus)
-    return cpus
-
-
-CORES = _cores()
 
 
 def _forget_pool():
@@ -79,19 +57,19 @@ def in_parts(xp, extent, work, elements, blas=False):
     return the results, one per part, in order.
 
     On NumPy, with OpenBLAS's threads sleeping and ``elements`` (the op's
-    element count) at least 2 * MIN_PART_ELEMENTS, one slice per core, run
+    element count) at least 2 * TUNING.min_part_elements, one slice per core, run
     concurrently, the caller's thread taking the first; otherwise (CuPy, small
     work, or a call from inside a part) ``work(slice(0, extent))`` alone. The
     parts must write disjoint outputs; an exception in any part is raised here.
     ``blas=True``: the parts call BLAS, which runs one thread per call meanwhile.
     """
     global _pool
-    parts = min(CORES, extent, elements // MIN_PART_ELEMENTS)
+    parts = min(TUNING.cores, extent, elements // TUNING.min_part_elements)
     nested = getattr(_running, "part", False)
-    if xp.__name__ != "numpy" or not BLAS_THREADS_SLEEP or parts < 2 or nested:
+    if xp.__name__ != "numpy" or not TUNING.blas_threads_sleep or parts < 2 or nested:
         return [work(slice(0, extent))]
     if _pool is None:
-        _pool = ThreadPoolExecutor(CORES - 1, thread_name_prefix=_THREAD_PREFIX)
+        _pool = ThreadPoolExecutor(max(TUNING.cores - 1, 1), thread_name_prefix=_THREAD_PREFIX)
     first_part, *other_parts = even_slices(0, extent, parts)
     with _one_blas_thread() if blas else contextlib.nullcontext():
         futures = [_pool.submit(_run_part, work, part) for part in other_parts]

@@ -1,6 +1,12 @@
-"""Pure ops: each a forward returning (output, cache) and a backward beside it."""
+"""The reference ops: each a forward returning (output, cache) and its backward beside it.
+
+What a learner reads, what the docs show and what CuPy arrays run. The CPU
+engine in scratchseg/fast/ computes the same functions faster on NumPy;
+scratchseg.ops chooses between the two.
+"""
 
 from scratchseg.functional.activation import relu_backward, relu_forward
+from scratchseg.functional.batch_norm import batch_norm2d_backward, batch_norm2d_forward
 from scratchseg.functional.conv import (
     col2im,
     conv2d_backward,
@@ -9,17 +15,12 @@ from scratchseg.functional.conv import (
     conv_transpose2d_forward,
     im2col,
 )
+from scratchseg.functional.dropout import dropout_backward, dropout_forward
 from scratchseg.functional.loss import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
 from scratchseg.functional.pool import max_pool2d_backward, max_pool2d_forward
-from scratchseg.functional.regularize import (
-    batch_norm2d_backward,
-    batch_norm2d_forward,
-    dropout_backward,
-    dropout_forward,
-)
 from scratchseg.functional.skip import center_crop, concat_backward, concat_forward
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Input validation shared by the functional ops: one clear error per misuse."""
+"""Input validation shared by both engines' ops: one clear error per misuse."""
 
 from scratchseg.backend import backend_name, get_array_module
 
@@ -71,3 +71,74 @@ def check_upstream(op, dy, shape, dtype, backend):
     if tuple(dy.shape) != tuple(shape):
         raise ValueError(f"{op}: dy must have the output's shape {tuple(shape)}, got "
                          f"{tuple(dy.shape)}")
+
+
+def check_cache(op, cache):
+    """A backward needs its forward's cache; under ``scratchseg.no_grad()`` there is none."""
+    if cache is None:
+        raise RuntimeError(f"{op}: no cache to run on: its forward ran under "
+                           "scratchseg.no_grad() (inference mode keeps nothing for a backward)")
+    return cache
+
+
+def check_conv(op, x, w, b, stride, padding, weight_layout):
+    """Validate a convolution's inputs; return (stride, padding) as pairs.
+
+    ``weight_layout`` is "out_in" for conv2d's (C_out, C_in, kH, kW) and "in_out" for
+    conv_transpose2d's (C_in, C_out, kH, kW).
+    """
+    check_float_array(x, "x", op, ndim=4)
+    check_float_array(w, "w", op, ndim=4)
+    check_same_dtype(op, x=x, w=w, b=b)
+    in_axis, out_axis = (0, 1) if weight_layout == "in_out" else (1, 0)
+    if x.shape[1] != w.shape[in_axis]:
+        layout = "(C_in, C_out, kH, kW)" if weight_layout == "in_out" else "(C_out, C_in, kH, kW)"
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but w of shape {tuple(w.shape)} "
+                         f"{layout} expects {w.shape[in_axis]}")
+    if b is not None:
+        check_float_array(b, "b", op, ndim=1)
+        if b.shape != (w.shape[out_axis],):
+            raise ValueError(f"{op}: b must have shape ({w.shape[out_axis]},) to match w, got "
+                             f"{tuple(b.shape)}")
+    stride, padding = pair(stride, "stride", op), pair(padding, "padding", op)
+    for s in stride:
+        check_positive(s, "stride", op)
+    if min(padding) < 0:
+        raise ValueError(f"{op}: padding must be >= 0, got {padding}")
+    return stride, padding
+
+
+def conv2d_output_size(op, x, w, stride, padding):
+    """(H', W') = ((H + 2p - kH) // s + 1, ...), refused when the kernel outgrows the input."""
+    (h, wd), (kh, kw) = x.shape[2:], w.shape[2:]
+    if kh > h + 2 * padding[0] or kw > wd + 2 * padding[1]:
+        raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the padded input "
+                         f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}")
+    return ((h + 2 * padding[0] - kh) // stride[0] + 1,
+            (wd + 2 * padding[1] - kw) // stride[1] + 1)
+
+
+def conv_transpose2d_output_size(op, x, w, stride, padding):
+    """(H', W') = ((H - 1) s - 2p + kH, ...), refused when the padding leaves nothing."""
+    (h, wd), (kh, kw) = x.shape[2:], w.shape[2:]
+    size = ((h - 1) * stride[0] + kh - 2 * padding[0], (wd - 1) * stride[1] + kw - 2 * padding[1])
+    if min(size) < 1:
+        raise ValueError(f"{op}: padding {padding} leaves no output for input {h}x{wd}, "
+                         f"kernel {kh}x{kw}, stride {stride}")
+    return size
+
+
+def check_pool(op, x, kernel_size, stride):
+    """Validate a pooling's inputs; return (kernel, stride, output size), each a pair.
+
+    ``stride`` None means the kernel size; H' = (H - kH) // sH + 1 (floor mode).
+    """
+    check_float_array(x, "x", op, ndim=4)
+    kernel = pair(kernel_size, "kernel_size", op)
+    stride = pair(kernel_size if stride is None else stride, "stride", op)
+    for value, name in ((kernel, "kernel_size"), (stride, "stride")):
+        check_positive(min(value), name, op)
+    h, w = x.shape[2:]
+    if kernel[0] > h or kernel[1] > w:
+        raise ValueError(f"{op}: kernel {kernel[0]}x{kernel[1]} is larger than the input {h}x{w}")
+    return kernel, stride, ((h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1)

@@ -1,4 +1,4 @@
-"""2-D convolution and transposed convolution as GEMMs over im2col columns.
+"""2-D convolution and transposed convolution: im2col, one GEMM, col2im.
 
 Shapes (PyTorch's layouts, so weights move between the frameworks unchanged):
 conv2d            x (N, C, H, W), w (O, C, kH, kW) -> y (N, O, H', W'),
@@ -6,468 +6,138 @@ conv2d            x (N, C, H, W), w (O, C, kH, kW) -> y (N, O, H', W'),
 conv_transpose2d  x (N, C, H, W), w (C, O, kH, kW) -> y (N, O, H', W'),
                   H' = (H - 1) s - 2p + kH
 
-im2col lays the kH*kW shifted, strided views of the padded input out as
-columns, so a convolution is one batched matrix product. col2im is its
-adjoint: kH*kW strided slice additions. Stride-1 convolutions on large maps
-split the kernel instead: im2col columns for a 1 x kW kernel only, and the kH
-rows summed by shifting the GEMM's output (``_conv_by_row_shifts``). The
-transposed convolution is the adjoint of the convolution, so its forward is
-conv2d's input-gradient and its backward is conv2d's forward.
+im2col lays the kH*kW shifted, strided views of the padded input out as the
+rows of one matrix, so a convolution is one matrix product. col2im is its
+adjoint: kH*kW strided slice additions. The transposed convolution is the
+adjoint of the convolution in its input, so its forward is conv2d's input
+gradient and its backward is conv2d's forward and weight gradient.
 """
 
 from scratchseg.backend import backend_name, get_array_module
 from scratchseg.functional._checks import (
-    check_float_array,
-    check_positive,
-    check_same_dtype,
+    check_cache,
+    check_conv,
     check_upstream,
-    pair,
+    conv2d_output_size,
+    conv_transpose2d_output_size,
 )
-from scratchseg.fast.threads import even_slices, in_parts
-from scratchseg.fast.workspace import scratch
+from scratchseg.grad_mode import saved_for_backward
 
 
-def _window(start, stride, count):
-    """The slice picking ``count`` positions ``start, start + stride, ...``."""
-    return slice(start, start + stride * (count - 1) + 1, stride)
-
-
-def _tap(offset, stride, pad, size_in, start, stop):
-    """Kernel offset ``offset`` along one axis, output positions [start, stop): the
-    (output range relative to start, input slice) of the taps that land inside the
-    unpadded input, input row s*h + offset - pad in [0, size_in)."""
-    first = max(start, -(-(pad - offset) // stride))
-    last = min(stop, (size_in - 1 + pad - offset) // stride + 1)
-    if last <= first:
-        return slice(0, 0), slice(0, 0)
-    return (slice(first - start, last - start),
-            _window(stride * first + offset - pad, stride, last - first))
-
-
-def im2col(x, kernel, stride, padding, out_size, out=None, rows=None):
-    """(N, C, H, W) -> columns (C*kH*kW, N*H'*W'), zero padding built in.
-
-    cols[(c, i, j), (n, h, w)] = x[n, c, s h + i - p, s w + j - p], 0 outside x:
-    one strided slice copy per kernel offset (i, j), never a loop over pixels,
-    and no padded copy of x. With the batch inside the column index every
-    convolution is one 2-D GEMM. ``rows=(r0, r1)`` builds the columns of output
-    rows r0..r1-1 only; ``out`` is a buffer of the columns' shape.
-    """
-    xp = get_array_module(x)
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_size
-    r0, r1 = rows or (0, oh)
-    n, c, h, w = x.shape
-    shape = (c * kh * kw, n * (r1 - r0) * ow)
-    cols = (xp.empty(shape, dtype=x.dtype) if out is None else out)
-    cols = cols.reshape(c, kh, kw, n, r1 - r0, ow)
-    x_cn = x.transpose(1, 0, 2, 3)
-    column_taps = [_tap(j, sw, pw, w, 0, ow) for j in range(kw)]
-    row_taps = [_tap(i, sh, ph, h, r0, r1) for i in range(kh)]
-
-    def copy_channels(part):
-        for i, (dst_rows, src_rows) in enumerate(row_taps):
-            for j, (dst_columns, src_columns) in enumerate(column_taps):
-                tap = cols[part, i, j]
-                # zero the strips of taps that fall on the padding (checked first: these
-                # small assignments add up over thousands of calls per training step)
-                if dst_rows.start > 0:
-                    tap[:, :, :dst_rows.start] = 0
-                if dst_rows.stop < r1 - r0:
-                    tap[:, :, dst_rows.stop:] = 0
-                if dst_columns.start > 0:
-                    tap[:, :, :, :dst_columns.start] = 0
-                if dst_columns.stop < ow:
-                    tap[:, :, :, dst_columns.stop:] = 0
-                tap[:, :, dst_rows, dst_columns] = x_cn[part, :, src_rows, src_columns]
-
-    in_parts(xp, c, copy_channels, shape[0] * shape[1])
-    return cols.reshape(shape)
-
-
-def col2im(cols, shape, kernel, stride, padding, out_size, bias=None):
-    """The adjoint of im2col: sum columns (C*kH*kW, N*H'*W') back onto an (N, C, H, W) array.
-
-    x[n, c, s h + i - p, s w + j - p] += cols[(c, i, j), (n, h, w)] where that
-    lands inside x: kH*kW strided slice additions (overlapping windows add up).
-    When the stride equals the kernel (a 2x2 stride-2 up-convolution) the windows
-    tile x and every element gets exactly one tap: plain assignments, no zeroing.
-    ``bias`` (C,) is added to every element of channel c, within those same passes
-    (the sum starts from it, or each tile's assignment adds it).
-    """
-    xp = get_array_module(cols)
-    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, padding, out_size
-    n, c, h, w = shape
-    cols = cols.reshape(c, kh, kw, n, oh, ow)
-    tiled = (sh, sw) == (kh, kw) and (h, w) == (oh * sh - 2 * ph, ow * sw - 2 * pw)
-    start_empty = tiled or bias is not None  # every element is written before it is added to
-    x = (xp.empty if start_empty else xp.zeros)(shape, dtype=cols.dtype)
-    x_cn = x.transpose(1, 0, 2, 3)
-    taps = [(i, j, *_tap(i, sh, ph, h, 0, oh), *_tap(j, sw, pw, w, 0, ow))
+def _taps(kernel, stride, out_size):
+    """(i, j, rows, columns): for each kernel offset, the strided slices of the padded input
+    that it reads, x_pad[s h + i, s w + j] for h < H', w < W'."""
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
+    return [(i, j, slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw))
             for i in range(kh) for j in range(kw)]
 
-    def add_channels(part):
-        if bias is not None and not tiled:
-            x_cn[part] = bias[part, None, None, None]
-        for i, j, rows, src_rows, columns, src_columns in taps:
-            tap, target = cols[part, i, j, :, rows, columns], x_cn[part, :, src_rows, src_columns]
-            if tiled and bias is not None:
-                xp.add(tap, bias[part, None, None, None], out=target)
-            elif tiled:
-                target[...] = tap
-            else:
-                target += tap
 
-    in_parts(xp, c, add_channels, cols.size)
-    return x
+def im2col(x, kernel, stride, padding, out_size):
+    """(N, C, H, W) -> columns (C kH kW, N H' W').
+
+    cols[(c, i, j), (n, h, w)] = x_pad[n, c, s h + i, s w + j], x_pad being x with p
+    zeros on each side: one strided slice copy per kernel offset (i, j).
+    """
+    xp = get_array_module(x)
+    n, c = x.shape[:2]
+    (kh, kw), (ph, pw) = kernel, padding
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = xp.empty((c, kh, kw, n, *out_size), dtype=x.dtype)
+    for i, j, rows, columns in _taps(kernel, stride, out_size):
+        cols[:, i, j] = x_pad[:, :, rows, columns].transpose(1, 0, 2, 3)
+    return cols.reshape(c * kh * kw, -1)
 
 
-def _to_channel_major(a):
-    """(N, C, H, W) -> (C, N*H*W): the GEMM operand layout of im2col's columns."""
+def col2im(cols, shape, kernel, stride, padding, out_size):
+    """The adjoint of im2col: columns (C kH kW, N H' W') summed back onto (N, C, H, W).
+
+    x_pad[n, c, s h + i, s w + j] += cols[(c, i, j), (n, h, w)], then the padding is
+    cut off: overlapping windows add up.
+    """
+    xp = get_array_module(cols)
+    n, c, h, w = shape
+    (kh, kw), (ph, pw) = kernel, padding
+    x_pad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    cols = cols.reshape(c, kh, kw, n, *out_size)
+    for i, j, rows, columns in _taps(kernel, stride, out_size):
+        x_pad[:, :, rows, columns] += cols[:, i, j].transpose(1, 0, 2, 3)
+    return x_pad[:, :, ph:ph + h, pw:pw + w]
+
+
+def _channel_major(a):
+    """(N, C, H, W) -> (C, N H W): the layout of im2col's columns."""
     return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
 
 
-BAND_BYTES = 8 * 2**20
-SINGLE_BAND_BYTES = 24 * 2**20
-
-
-def _band_rows(out_rows, bytes_per_row):
-    """Output rows per band, for bands whose columns take about BAND_BYTES.
-
-    im2col writes one band and the GEMM reads it back while it is still in
-    cache, instead of streaming a kH*kW times larger matrix through memory
-    twice: on a 64-channel 256x256 layer that traffic, not the arithmetic,
-    set the speed. Columns of up to SINGLE_BAND_BYTES (the deep, small layers,
-    where the GEMM's arithmetic dominates) stay in one band: splitting them
-    would only make the GEMMs smaller and slower.
-    """
-    if out_rows * bytes_per_row <= SINGLE_BAND_BYTES:
-        return out_rows
-    return max(1, BAND_BYTES // max(bytes_per_row, 1))
-
-
-def _bands(start, stop, step):
-    """Rows start..stop-1 as (r0, r1) bands of at most ``step`` rows, of even sizes."""
-    return [(rows.start, rows.stop)
-            for rows in even_slices(start, stop, -(-(stop - start) // step))]
-
-
-def _bands_per_core(xp, out_rows, step, band_work, size, overhang=0):
-    """Run ``band_work(rows, r0, r1)`` over bands of ``step`` rows and return the results.
-
-    With more than one band, each core takes a slice ``rows`` of the output rows and
-    builds, multiplies and sums the bands of its slice (``in_parts(..., blas=True)``):
-    a band's columns and products stay in the cache of the core that made them, and
-    no core waits on another between a band's copies and its GEMM. Measured on 2 cores
-    against bands shared by both cores (two-thread GEMMs, split copies): the 128-256 px
-    layers 1.12-1.24x faster forward, 1.2-1.35x backward. A layer whose output rows fit
-    in one band (the deep layers, whose GEMMs are large enough for BLAS's own threads;
-    split by rows they ran up to 1.7x slower) is one band, overhang included: cut in two
-    for the row shifts' kH - 1 extra rows, the 64 px layers ran 7-13% slower forward. A
-    core's bands cover rows.start .. rows.stop + overhang (the row shifts' extra input
-    rows). ``size`` is the output's element count, the work ``in_parts`` weighs.
-    """
-    split = step < out_rows
-
-    def rows_part(rows):
-        stop = rows.stop + overhang
-        bands = _bands(rows.start, stop, step) if split else [(rows.start, stop)]
-        return [band_work(rows, r0, r1) for r0, r1 in bands]
-
-    results = in_parts(xp, out_rows, rows_part, size if split else 0, blas=True)
-    return [result for part in results for result in part]
-
-
-def _conv_gemm(x, w_mat, kernel, stride, padding, out_size, bias=None, weight_grad_of=None):
-    """(N, O, H', W') = W (O, C kH kW) @ im2col(x) (+ bias[o]), one band of output rows at
-    a time, the bias added while the band is in cache.
-
-    With ``weight_grad_of`` (an array g of shape (N, G, H', W')) the same columns
-    also give G_mat @ im2col(x)^T, (G, C kH kW), returned beside the output: one
-    im2col serves both GEMMs of a backward pass.
-    """
-    xp = get_array_module(x)
-    n, (oh, ow), rows_k = x.shape[0], out_size, w_mat.shape[1]
-    y = xp.empty((n, w_mat.shape[0], oh, ow), dtype=x.dtype)
-    y_by_channel = y.transpose(1, 0, 2, 3)
-
-    def band_work(_, r0, r1):
-        cols = im2col(x, kernel, stride, padding, out_size, rows=(r0, r1),
-                      out=scratch(xp, (rows_k, n * (r1 - r0) * ow), x.dtype))
-        band = y_by_channel[:, :, r0:r1]
-        if n == 1:  # one image: the band's rows of y are a matrix the GEMM writes directly
-            xp.matmul(w_mat, cols, out=band.reshape(band.shape[0], -1))
-        else:
-            band[...] = (w_mat @ cols).reshape(band.shape)
-        if bias is not None:
-            band += bias[:, None, None, None]
-        if weight_grad_of is not None:
-            # accumulated transposed, cols @ G^T: OpenBLAS runs this shape (many rows, few
-            # columns) up to 1.4x faster than G @ cols^T when G has few channels
-            return cols @ _to_channel_major(weight_grad_of[:, :, r0:r1]).T
-        return None
-
-    step = _band_rows(oh, rows_k * n * ow * x.dtype.itemsize)
-    grads_t = _bands_per_core(xp, oh, step, band_work, y.size)
-    if weight_grad_of is None:
-        return y
-    return y, _sum(grads_t).T
-
-
-def _sum(arrays):
-    """arrays[0] + arrays[1] + ..., added into the first."""
-    total = arrays[0]
-    for array in arrays[1:]:
-        total += array
-    return total
-
-
-def _conv_weight_grad(x, dy, kernel, stride, padding):
-    """dW (O, C kH kW) = dY (O, N H' W') @ im2col(x)^T, summed over bands of output rows."""
-    xp = get_array_module(x, dy)
-    n, o, oh, ow = dy.shape
-    rows_k = x.shape[1] * kernel[0] * kernel[1]
-    dw = xp.zeros((o, rows_k), dtype=x.dtype)
-    for r0, r1 in _bands(0, oh, _band_rows(oh, rows_k * n * ow * x.dtype.itemsize)):
-        cols = im2col(x, kernel, stride, padding, (oh, ow), rows=(r0, r1),
-                      out=scratch(xp, (rows_k, n * (r1 - r0) * ow), x.dtype))
-        dw += _to_channel_major(dy[:, :, r0:r1]) @ cols.T
-    return dw
-
-
-def _bias_grad(dy):
-    """db[o] = sum_{n,h,w} dy[n, o, h, w]: dY (N, O, H W) @ ones(H W), summed over n.
-
-    A matrix-vector product, which BLAS runs at memory speed on every core: alone,
-    2.5x faster than NumPy's sum over the axes split over the cores on a 256x256 map,
-    and 28x on a 16x16 one (where splitting cost more than the sum).
-    """
-    xp = get_array_module(dy)
-    n, o, h, w = dy.shape
-    return (dy.reshape(n, o, h * w) @ xp.ones(h * w, dtype=dy.dtype)).sum(axis=0)
-
-
-ROW_SHIFT_MIN_ROWS = 64
-ROW_SHIFT_BAND_COLUMNS = 4096
-
-
-def _row_shifts_pay(stride, kernel, rows, in_channels, out_channels):
-    """Whether a convolution runs faster by row shifts than by im2col (measured on the
-    U-Net's layers): stride 1, a kernel with rows to shift, at least ROW_SHIFT_MIN_ROWS
-    output rows, and at least half as many input channels as output channels. On the
-    32-row maps (128-512 channels, whose im2col GEMMs are large already) row shifts ran
-    1.09x slower than im2col, forward and backward summed; with few input channels (a
-    1-channel image) im2col's kH*kW copies are cheap, while the kH*O rows of output to
-    add up are not."""
-    return (stride == (1, 1) and kernel[0] > 1 and rows >= ROW_SHIFT_MIN_ROWS
-            and 2 * in_channels >= out_channels)
-
-
-def _conv_by_row_shifts(x, w_rows, kernel, padding, out_size, bias=None, weight_grad_of=None):
-    """Stride-1 convolution, kH >= 2: y[o, h] = sum_i Z[(i, o), h + i] (+ bias[o]) with
-    Z = W_rows (kH*O, C*kW) @ X1, W_rows[(i, o), (c, j)] = w[o, c, i, j], and X1 the
-    im2col columns of x for a 1 x kW kernel over every padded row.
-
-    im2col copies x kH*kW times and feeds the GEMM a matrix with only O rows, a shape
-    OpenBLAS runs at half its square rate when O is 32 or 64. Here the columns copy x
-    kW times, the GEMM has kH*O rows, and the kernel rows are summed by adding the
-    GEMM's output to itself shifted by i rows (kH - 1 adds of y's size).
-
-    Z is computed in bands of padded rows that do not overlap: a band's Z row p
-    assigns y's row p (i = 0) and adds to rows p - i, which an earlier band of the
-    same core assigned where they precede it. Each core computes kH - 1 padded rows
-    beyond its own output rows, so Z has kH - 1 extra rows per core, not per band,
-    and the bands can be small enough for the columns and Z to stay in the core's
-    cache: ROW_SHIFT_BAND_COLUMNS GEMM columns (16 rows at 256 px). Measured on an AMD
-    EPYC host, the U-Net's 128-256 px layers took 0.84x the time of the earlier
-    overlapping 8 MiB bands; 2048 or 8192 columns were slower than 4096, 16384 as slow
-    as the old bands.
-
-    With ``weight_grad_of`` (g, shape (N, G, H', W')) the same columns also give
-    G_rows (G*kH, C*kW) = G1 @ X1^T, G1 the im2col columns of the core's rows of g for
-    a kH x 1 kernel padded by kH - 1 rows, taken at the band's padded rows:
-    G_rows[(g, i), (c, j)] = sum g[n, g, h, w] x_pad[n, c, h + kH - 1 - i, w + j],
-    returned beside y.
-    """
-    xp = get_array_module(x)
-    n, c, h, _ = x.shape
-    kh, kw = kernel
-    o = w_rows.shape[0] // kh
-    oh, ow = out_size
-    padded_size = (h + 2 * padding[0], ow)
-    y = xp.empty((n, o, oh, ow), dtype=x.dtype)
-    y_by_channel = y.transpose(1, 0, 2, 3)
-
-    def band_work(rows, p0, p1):
-        cols = im2col(x, (1, kw), (1, 1), padding, padded_size, rows=(p0, p1),
-                      out=scratch(xp, (c * kw, n * (p1 - p0) * ow), x.dtype))
-        z = xp.matmul(w_rows, cols,
-                      out=scratch(xp, (kh * o, n * (p1 - p0) * ow), x.dtype, "product"))
-        z = z.reshape(kh, o, n, p1 - p0, ow)
-
-        def add_shifted_rows(part):  # y[h] gets Z_i[h + i] for the core's rows h with h + i here
-            for i in range(kh):
-                first, last = max(p0 - i, rows.start), min(p1 - i, rows.stop)
-                if last <= first:
-                    continue
-                target = y_by_channel[part, :, first:last]
-                term = z[i, part, :, first + i - p0:last + i - p0]
-                if i > 0:
-                    target += term
-                elif bias is not None:  # added while the band is in cache, not in a pass over y
-                    xp.add(term, bias[part, None, None, None], out=target)
-                else:
-                    target[...] = term
-
-        # a layer of one band adds a part of the channels per core; inside a core's slice
-        # of a split layer this runs whole
-        in_parts(xp, o, add_shifted_rows, o * n * (p1 - p0) * ow)
-        if weight_grad_of is None:
-            return None
-        g_cols = im2col(weight_grad_of[:, :, rows], (kh, 1), (1, 1), (kh - 1, 0),
-                        (rows.stop - rows.start + kh - 1, ow),
-                        rows=(p0 - rows.start, p1 - rows.start), out=scratch(
-                            xp, (weight_grad_of.shape[1] * kh, n * (p1 - p0) * ow),
-                            x.dtype, "product"))
-        return g_cols @ cols.T
-
-    step = max(1, ROW_SHIFT_BAND_COLUMNS // (n * ow))
-    grads = _bands_per_core(xp, oh, step, band_work, y.size, overhang=kh - 1)
-    return y if weight_grad_of is None else (y, _sum(grads))
-
-
-def _check_conv(op, x, w, b, stride, padding, weight_layout):
-    check_float_array(x, "x", op, ndim=4)
-    check_float_array(w, "w", op, ndim=4)
-    check_same_dtype(op, x=x, w=w, b=b)
-    if x.shape[1] != w.shape[0 if weight_layout == "in_out" else 1]:
-        layout = "(C_in, C_out, kH, kW)" if weight_layout == "in_out" else "(C_out, C_in, kH, kW)"
-        raise ValueError(
-            f"{op}: x has {x.shape[1]} channels but w of shape {tuple(w.shape)} "
-            f"{layout} expects {w.shape[0 if weight_layout == 'in_out' else 1]}"
-        )
-    out_channels = w.shape[1 if weight_layout == "in_out" else 0]
-    if b is not None:
-        check_float_array(b, "b", op, ndim=1)
-        if b.shape != (out_channels,):
-            raise ValueError(
-                f"{op}: b must have shape ({out_channels},) to match w, got {tuple(b.shape)}"
-            )
-    stride, padding = pair(stride, "stride", op), pair(padding, "padding", op)
-    for s in stride:
-        check_positive(s, "stride", op)
-    if min(padding) < 0:
-        raise ValueError(f"{op}: padding must be >= 0, got {padding}")
-    return stride, padding
+def _batch_major(a, n, size):
+    """(C, N H W) -> (N, C, H, W), contiguous: _channel_major's inverse."""
+    xp = get_array_module(a)
+    return xp.ascontiguousarray(a.reshape(a.shape[0], n, *size).transpose(1, 0, 2, 3))
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
-    """y[n, o] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, s h + i, s w + j] + b[o].
+    """y[n, o, h, w] = sum_{c,i,j} w[o, c, i, j] x_pad[n, c, s h + i, s w + j] + b[o].
 
-    As a GEMM: Y = W (O, C kH kW) @ im2col(x) (C kH kW, N H' W'), one cache-sized band of
-    output rows at a time. The cache keeps x, not the kH*kW times larger columns; the
-    backward rebuilds them.
+    As a GEMM: Y (O, N H' W') = W (O, C kH kW) @ im2col(x). The cache keeps x, not
+    the kH kW times larger columns; the backward builds them again.
     """
-    op = "conv2d"
-    stride, padding = _check_conv(op, x, w, b, stride, padding, "out_in")
-    n, _, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    out_size = ((h + 2 * padding[0] - kh) // stride[0] + 1,
-                (wd + 2 * padding[1] - kw) // stride[1] + 1)
-    if kh > h + 2 * padding[0] or kw > wd + 2 * padding[1]:
-        raise ValueError(
-            f"{op}: kernel {kh}x{kw} is larger than the padded input "
-            f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}"
-        )
-    xp = get_array_module(x)
-    if _row_shifts_pay(stride, (kh, kw), out_size[0], x.shape[1], o):
-        w_rows = xp.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(kh * o, -1)
-        y = _conv_by_row_shifts(x, w_rows, (kh, kw), padding, out_size, bias=b)
-    else:
-        y = _conv_gemm(x, w.reshape(o, -1), (kh, kw), stride, padding, out_size, bias=b)
-    return y, (x, w, b is not None, stride, padding, out_size)
+    stride, padding = check_conv("conv2d", x, w, b, stride, padding, "out_in")
+    out_size = conv2d_output_size("conv2d", x, w, stride, padding)
+    o, kernel = w.shape[0], w.shape[2:]
+    cols = im2col(x, kernel, stride, padding, out_size)
+    y = _batch_major(w.reshape(o, -1) @ cols, x.shape[0], out_size)
+    if b is not None:
+        y += b[:, None, None]
+    return y, saved_for_backward(x, w, b is not None, stride, padding, out_size)
 
 
 def conv2d_backward(dy, cache, input_grad=True):
-    """dW = dY @ im2col(x)^T, db = sum_{n,h,w} dy, dx = col2im(W^T @ dY) (dY: (O, N H' W')).
+    """With dY the (O, N H' W') matrix of dy:
 
-    With stride 1 (p <= k - 1) dx is the same sum computed as a convolution of dy with
-    the kernel flipped in space and transposed in channels, padded by k - 1 - p: no
-    col2im read-modify-write passes over dx, and the columns of dy that it builds also
-    give dW. Where row shifts pay for the layer and C <= O it runs by row shifts
-    (``_conv_by_row_shifts``; dW then needs x shifted by rows, kH*C rows of copies);
-    with C > O (the decoder's convolutions, C = 2 O, and the final 1x1) it is one GEMM
-    over im2col columns of dy. Elsewhere (the encoder's small maps, a 1-channel input,
-    strides) col2im: its k*k passes are over small arrays, and no weight gets flipped.
+    dW = dY @ im2col(x)^T,  db[o] = sum_{n,h,w} dy[n, o, h, w],  dx = col2im(W^T @ dY).
 
-    ``input_grad=False`` returns dx = None and skips its GEMM, as PyTorch skips
-    an input that does not require grad (a network's first layer in training).
+    ``input_grad=False`` returns dx = None and skips its GEMM, as PyTorch skips an
+    input that needs no gradient (a network's first layer in training).
     """
-    x, w, has_bias, stride, padding, out_size = cache
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    check_upstream("conv2d_backward", dy, (n, o, *out_size), x.dtype, backend_name(x))
-    xp = get_array_module(x)
-    db = _bias_grad(dy) if has_bias else None
-    if not input_grad:  # dW alone: the columns of x, C kH kW rows, not those of dy
-        return None, _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape), db
-    flipped_padding = (kh - 1 - padding[0], kw - 1 - padding[1])
-    stride_one = stride == (1, 1) and min(flipped_padding) >= 0
-    if stride_one and c <= o and _row_shifts_pay(stride, (kh, kw), h, c, o):
-        # flipped rows: w_rows[(i, c), (o, j)] = w[o, c, kh-1-i, kw-1-j]; the weight
-        # gradient comes back as g[(c, i), (o, j)] = dW[o, c, i, kw-1-j]
-        w_rows = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 1, 0, 3))
-        dx, g = _conv_by_row_shifts(dy, w_rows.reshape(kh * c, -1), (kh, kw),
-                                    flipped_padding, (h, wd), weight_grad_of=x)
-        dw = xp.ascontiguousarray(g.reshape(c, kh, o, kw)[:, :, :, ::-1].transpose(2, 0, 1, 3))
-        return dx, dw, db
-    if stride_one and c > o:
-        flipped = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx, dw_flipped = _conv_gemm(dy, flipped.reshape(c, -1), (kh, kw), (1, 1),
-                                    flipped_padding, (h, wd), weight_grad_of=x)
-        # X @ im2col(dy)^T is dW with its kernel flipped and its channels swapped
-        dw = xp.ascontiguousarray(
-            dw_flipped.reshape(c, o, kh, kw)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        return dx, dw, db
-    dw = _conv_weight_grad(x, dy, (kh, kw), stride, padding).reshape(w.shape)
-    dcols = xp.matmul(w.reshape(o, -1).T, _to_channel_major(dy),
-                      out=scratch(xp, (c * kh * kw, n * out_size[0] * out_size[1]), dy.dtype))
-    return col2im(dcols, x.shape, (kh, kw), stride, padding, out_size), dw, db
+    x, w, has_bias, stride, padding, out_size = check_cache("conv2d_backward", cache)
+    o, kernel = w.shape[0], w.shape[2:]
+    check_upstream("conv2d_backward", dy, (x.shape[0], o, *out_size), x.dtype, backend_name(x))
+    dy_mat = _channel_major(dy)
+    dw = (dy_mat @ im2col(x, kernel, stride, padding, out_size).T).reshape(w.shape)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    dx = None
+    if input_grad:
+        dx = col2im(w.reshape(o, -1).T @ dy_mat, x.shape, kernel, stride, padding, out_size)
+    return dx, dw, db
 
 
 def conv_transpose2d_forward(x, w, b=None, stride=2, padding=0):
-    """The adjoint of conv2d in its input: y = col2im(W^T @ x) cropped by p, + b.
+    """The adjoint of conv2d in its input: y = col2im(W^T @ X) + b, X the (C, N H W) x.
 
-    y_full[n, o, s h + i, s w + j] += sum_c x[n, c, h, w] w[c, o, i, j];
-    H' = (H - 1) s - 2p + kH.
+    y_pad[n, o, s h + i, s w + j] += sum_c x[n, c, h, w] w[c, o, i, j], and y is y_pad
+    with p rows and columns cut off each side: H' = (H - 1) s - 2p + kH.
     """
-    op = "conv_transpose2d"
-    stride, padding = _check_conv(op, x, w, b, stride, padding, "in_out")
-    n, c, h, wd = x.shape
-    _, o, kh, kw = w.shape
-    full = ((h - 1) * stride[0] + kh, (wd - 1) * stride[1] + kw)
-    out_size = (full[0] - 2 * padding[0], full[1] - 2 * padding[1])
-    if min(out_size) < 1:
-        raise ValueError(
-            f"{op}: padding {padding} leaves no output for input {h}x{wd}, "
-            f"kernel {kh}x{kw}, stride {stride}"
-        )
-    xp = get_array_module(x)
-    cols = xp.matmul(w.reshape(c, -1).T, _to_channel_major(x),
-                     out=scratch(xp, (o * kh * kw, n * h * wd), x.dtype))
-    y = col2im(cols, (n, o, *out_size), (kh, kw), stride, padding, (h, wd), bias=b)
-    return y, (x, w, b is not None, stride, padding, out_size)
+    stride, padding = check_conv("conv_transpose2d", x, w, b, stride, padding, "in_out")
+    out_size = conv_transpose2d_output_size("conv_transpose2d", x, w, stride, padding)
+    (n, c, *in_size), (o, *kernel) = x.shape, w.shape[1:]
+    cols = w.reshape(c, -1).T @ _channel_major(x)
+    y = col2im(cols, (n, o, *out_size), kernel, stride, padding, in_size)
+    if b is not None:
+        y += b[:, None, None]
+    return y, saved_for_backward(x, w, b is not None, stride, padding, out_size)
 
 
 def conv_transpose2d_backward(dy, cache):
-    """dx = W (C, O kH kW) @ im2col(dy), dW = X @ im2col(dy)^T (X: (C, N H W)): conv2d's
-    forward and weight gradient with the roles of x and dy swapped."""
-    x, w, has_bias, stride, padding, out_size = cache
-    n, c, h, wd = x.shape
-    _, o, kh, kw = w.shape
+    """conv2d's forward and weight gradient with the roles of x and dy swapped:
+
+    dx = W (C, O kH kW) @ im2col(dy),  dW = X (C, N H W) @ im2col(dy)^T,  db = sum dy.
+    """
+    x, w, has_bias, stride, padding, out_size = check_cache("conv_transpose2d_backward", cache)
+    (n, c, *in_size), (o, *kernel) = x.shape, w.shape[1:]
     check_upstream("conv_transpose2d_backward", dy, (n, o, *out_size), x.dtype,
                    backend_name(x))
-    dx, dw = _conv_gemm(dy, w.reshape(c, -1), (kh, kw), stride, padding, (h, wd),
-                        weight_grad_of=x)
-    dw = dw.reshape(w.shape)
-    db = _bias_grad(dy) if has_bias else None
+    dy_cols = im2col(dy, kernel, stride, padding, in_size)
+    dx = _batch_major(w.reshape(c, -1) @ dy_cols, n, in_size)
+    dw = (_channel_major(x) @ dy_cols.T).reshape(w.shape)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db

@@ -3,7 +3,13 @@
 import numbers
 
 from scratchseg.backend import backend_name, get_array_module
-from scratchseg.functional._checks import check_float_array, check_same_dtype, check_upstream
+from scratchseg.functional._checks import (
+    check_cache,
+    check_float_array,
+    check_same_dtype,
+    check_upstream,
+)
+from scratchseg.grad_mode import saved_for_backward
 
 REDUCTIONS = ("mean", "sum")
 
@@ -99,7 +105,7 @@ def softmax_cross_entropy_forward(logits, labels, class_weight=None, weight_map=
             "empty batch); use reduction='sum' and normalise across batches yourself")
     loss = (weight * ce).sum() / norm
     probs = exp / sum_exp
-    return loss, (probs, safe_labels, weight / norm)
+    return loss, saved_for_backward(probs, safe_labels, weight / norm)
 
 
 def softmax_cross_entropy_backward(dloss, cache):
@@ -107,7 +113,7 @@ def softmax_cross_entropy_backward(dloss, cache):
 
     dloss: a Python or NumPy scalar, or a 0-d array like the loss (its dtype and backend).
     """
-    probs, labels, scaled_weight = cache
+    probs, labels, scaled_weight = check_cache("softmax_cross_entropy_backward", cache)
     if not isinstance(dloss, numbers.Real):
         check_upstream("softmax_cross_entropy_backward", dloss, (), probs.dtype,
                        backend_name(probs))

@@ -1,83 +1,48 @@
 """Max-pooling over k x k windows (floor mode, as PyTorch's default)."""
 
 from scratchseg.backend import backend_name, get_array_module
-from scratchseg.functional._checks import check_float_array, check_positive, check_upstream, pair
-from scratchseg.functional.conv import _window
-from scratchseg.fast.threads import in_parts
+from scratchseg.functional._checks import check_cache, check_pool, check_upstream
+from scratchseg.grad_mode import saved_for_backward
 
 
-def _offset_views(x, kernel, stride, out_size):
+def _window_views(x, kernel, stride, out_size):
     """For each window offset (i, j), row-major: the strided view x[:, :, s h + i, s w + j]."""
     (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_size
-    return [x[:, :, _window(i, sh, oh), _window(j, sw, ow)] for i in range(kh) for j in range(kw)]
+    return [x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
 
 
 def max_pool2d_forward(x, kernel_size=2, stride=None):
     """y[n, c, h, w] = max_{i,j} x[n, c, s h + i, s w + j], H' = (H - k) // s + 1.
 
-    k*k - 1 elementwise maxima of strided views. The cache is x and y: in a
-    network both are alive anyway (the ReLU before keeps x, the layer after
-    keeps y), so pooling adds no memory of its own.
+    The maximum of the k*k strided views, one per window offset. The cache is x
+    and y (the backward finds each window's maximum by comparing the two).
     """
-    op = "max_pool2d"
-    check_float_array(x, "x", op, ndim=4)
-    kh, kw = pair(kernel_size, "kernel_size", op)
-    sh, sw = pair(kernel_size if stride is None else stride, "stride", op)
-    for v, name in ((kh, "kernel_size"), (kw, "kernel_size"), (sh, "stride"), (sw, "stride")):
-        check_positive(v, name, op)
-    n, c, h, w = x.shape
-    if kh > h or kw > w:
-        raise ValueError(f"{op}: kernel {kh}x{kw} is larger than the input {h}x{w}")
+    kernel, stride, out_size = check_pool("max_pool2d", x, kernel_size, stride)
     xp = get_array_module(x)
-    out_size = ((h - kh) // sh + 1, (w - kw) // sw + 1)
-    y = xp.empty((n, c, *out_size), dtype=x.dtype)
-
-    def pool_channels(part):
-        views = _offset_views(x[:, part], (kh, kw), (sh, sw), out_size)
-        y_part = y[:, part]
-        y_part[...] = views[0]
-        for view in views[1:]:
-            xp.maximum(y_part, view, out=y_part)
-
-    in_parts(xp, c, pool_channels, x.size)
-    return y, (x, y, (kh, kw), (sh, sw))
+    views = _window_views(x, kernel, stride, out_size)
+    y = views[0].copy()
+    for view in views[1:]:
+        y = xp.maximum(y, view)
+    return y, saved_for_backward(x, y, kernel, stride)
 
 
 def max_pool2d_backward(dy, cache):
     """dx[n, c, s h + i, s w + j] += dy[n, c, h, w] where (i, j) is the window's first max.
 
-    Offsets are visited in row-major order; the first one whose value equals
-    the window's max claims the window's whole gradient, even when several
-    elements tie (all zero after a ReLU, say). The last offset needs no
-    comparison: it holds the max of every window still unclaimed.
+    Offsets are visited in row-major order; the first whose value equals the
+    window's max claims the window's whole gradient, even when elements tie
+    (all zero after a ReLU, say), as PyTorch does.
     """
-    x, y, kernel, stride = cache
+    x, y, kernel, stride = check_cache("max_pool2d_backward", cache)
     check_upstream("max_pool2d_backward", dy, y.shape, y.dtype, backend_name(y))
     xp = get_array_module(dy)
-    overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
-    if stride == kernel:  # the windows tile x: every element below is written once
-        dx = xp.empty(x.shape, dtype=dy.dtype)
-        dx[:, :, y.shape[2] * stride[0]:] = 0  # rows and columns no window reaches
-        dx[:, :, :, y.shape[3] * stride[1]:] = 0
-    else:
-        dx = xp.zeros(x.shape, dtype=dy.dtype)
-
-    def route_channels(part):
-        y_part, dy_part = y[:, part], dy[:, part]
-        views = _offset_views(x[:, part], kernel, stride, y.shape[2:])
-        targets = _offset_views(dx[:, part], kernel, stride, y.shape[2:])
-        unclaimed = xp.ones(y_part.shape, dtype=bool)  # windows whose max is not found yet
-        for k, (view, target) in enumerate(zip(views, targets)):
-            if k == len(views) - 1:
-                first_max = unclaimed
-            else:
-                first_max = view == y_part
-                first_max &= unclaimed
-                unclaimed ^= first_max
-            if overlapping:  # windows share elements: their gradients add up
-                target += xp.where(first_max, dy_part, 0)
-            else:  # each element belongs to one window at most: write in place
-                xp.multiply(dy_part, first_max, out=target)
-
-    in_parts(xp, x.shape[1], route_channels, x.size)
+    dx = xp.zeros(x.shape, dtype=dy.dtype)
+    unclaimed = xp.ones(y.shape, dtype=bool)  # windows whose maximum is not found yet
+    views = _window_views(x, kernel, stride, y.shape[2:])
+    targets = _window_views(dx, kernel, stride, y.shape[2:])
+    for view, target in zip(views, targets):
+        first_max = (view == y) & unclaimed
+        unclaimed &= ~first_max
+        target += xp.where(first_max, dy, 0)
     return dx

@@ -3,11 +3,17 @@
 import numbers
 
 from scratchseg.backend import backend_name, get_array_module
-from scratchseg.functional._checks import check_float_array, check_same_dtype, check_upstream
-from scratchseg.fast.threads import in_parts
+from scratchseg.functional._checks import (
+    check_cache,
+    check_float_array,
+    check_same_dtype,
+    check_upstream,
+)
+from scratchseg.grad_mode import saved_for_backward
 
 
-def _crop_offsets(shape, height, width, op):
+def crop_offsets(shape, height, width, op):
+    """(top, left) = ((H - height) // 2, (W - width) // 2) for an array of ``shape``."""
     h, w = shape[-2:]
     if height > h or width > w or height < 1 or width < 1:
         raise ValueError(f"{op}: cannot crop {h}x{w} to {height}x{width}")
@@ -25,7 +31,7 @@ def center_crop(x, height, width):
     for name, size in (("height", height), ("width", width)):
         if not isinstance(size, numbers.Integral) or isinstance(size, bool):
             raise TypeError(f"{op}: {name} must be an int, got {size!r}")
-    top, left = _crop_offsets(x.shape, height, width, op)
+    top, left = crop_offsets(x.shape, height, width, op)
     return x[..., top : top + height, left : left + width]
 
 
@@ -38,30 +44,17 @@ def concat_forward(skip, x):
     if skip.shape[0] != x.shape[0]:
         raise ValueError(f"{op}: batch sizes differ: skip {skip.shape[0]}, x {x.shape[0]}")
     xp = get_array_module(skip, x)
-    offsets = _crop_offsets(skip.shape, x.shape[2], x.shape[3], op)
-    cropped, c_skip = center_crop(skip, x.shape[2], x.shape[3]), skip.shape[1]
-    y = xp.empty((x.shape[0], c_skip + x.shape[1], *x.shape[2:]), dtype=x.dtype)
-
-    def copy_channels(part):  # y's channels part.start..part.stop-1 from skip and/or x
-        for source, first in ((cropped, 0), (x, c_skip)):
-            lo, hi = max(part.start, first), min(part.stop, first + source.shape[1])
-            if lo < hi:
-                y[:, lo:hi] = source[:, lo - first:hi - first]
-
-    in_parts(xp, y.shape[1], copy_channels, y.size)
-    return y, (skip.shape, offsets, (y.shape, y.dtype, backend_name(y)))
+    offsets = crop_offsets(skip.shape, x.shape[2], x.shape[3], op)
+    y = xp.concatenate([center_crop(skip, x.shape[2], x.shape[3]), x], axis=1)
+    return y, saved_for_backward(skip.shape, offsets, (y.shape, y.dtype, backend_name(y)))
 
 
 def concat_backward(dy, cache):
     """dskip = zeros(skip) with dy[:, :C_skip] in the cropped window; dx = dy[:, C_skip:]."""
-    skip_shape, (top, left), output = cache
+    skip_shape, (top, left), output = check_cache("concat_backward", cache)
     check_upstream("concat_backward", dy, *output)
     xp = get_array_module(dy)
-    c_skip = skip_shape[1]
-    h, w = dy.shape[2:]
-    if tuple(skip_shape[2:]) == (h, w):  # nothing was cropped: the split is two views
-        dskip = dy[:, :c_skip]
-    else:
-        dskip = xp.zeros(skip_shape, dtype=dy.dtype)
-        dskip[:, :, top : top + h, left : left + w] = dy[:, :c_skip]
-    return dskip, xp.ascontiguousarray(dy[:, c_skip:])
+    c_skip, (h, w) = skip_shape[1], dy.shape[2:]
+    dskip = xp.zeros(skip_shape, dtype=dy.dtype)
+    dskip[:, :, top : top + h, left : left + w] = dy[:, :c_skip]
+    return dskip, dy[:, c_skip:]

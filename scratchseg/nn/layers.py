@@ -1,42 +1,26 @@
-"""Stateful layers: thin shells that own parameters and gradients and call functional/.
+"""Layers: thin stateful shells that own parameters and gradients and call scratchseg.ops.
 
 Every layer has ``params`` and ``grads`` (dicts named as in PyTorch),
-``buffers`` for non-trained state, ``forward(x)``, ``backward(dy) -> dx``,
-``train()`` / ``eval()``, ``zero_grad()``, ``to(backend)`` and ``astype(dtype)``.
-Gradients accumulate over backward calls until ``zero_grad()``, so a large
-tile can be split over several forward/backward pairs. A layer keeps the
-cache of its last forward until its backward has used it, then drops it.
+``buffers`` for untrained state, ``forward(x)``, ``backward(dy) -> dx`` and what
+``Module`` gives every module (``zero_grad``, ``train``/``eval``, ``to``,
+``state_dict``, ...). Gradients accumulate over backward calls until
+``zero_grad()``, so a large tile can be split over several forward/backward
+pairs. A layer keeps the cache of its last forward until its backward has used
+it; under ``scratchseg.no_grad()`` its forward keeps none.
 """
 
-from scratchseg.nn import init
+from scratchseg import ops
 from scratchseg.backend import get_array_module, to_device
-from scratchseg.functional import (
-    batch_norm2d_backward,
-    batch_norm2d_forward,
-    conv2d_backward,
-    conv2d_forward,
-    conv_transpose2d_backward,
-    conv_transpose2d_forward,
-    dropout_backward,
-    dropout_forward,
-    max_pool2d_backward,
-    max_pool2d_forward,
-    relu_backward,
-    relu_forward,
-    softmax_cross_entropy_backward,
-    softmax_cross_entropy_forward,
-)
 from scratchseg.functional._checks import pair
+from scratchseg.nn import init
+from scratchseg.nn.module import Module
 
 
-class Layer:
-    """Base class: parameter bookkeeping shared by every layer."""
+class Layer(Module):
+    """A leaf module: arrays of its own and the cache of its last forward."""
 
     def __init__(self):
-        self.params = {}
-        self.grads = {}
-        self.buffers = {}
-        self.training = True
+        super().__init__()
         self._cache = None
 
     def _init_params(self, backend, **host_arrays):
@@ -44,37 +28,14 @@ class Layer:
             self.params[name] = to_device(array, backend)
             self.grads[name] = to_device(init.zeros(array.shape, array.dtype), backend)
 
-    def zero_grad(self):
-        for grad in self.grads.values():
-            grad[...] = 0
-
-    def train(self):
-        self.training = True
-        return self
-
-    def eval(self):
-        self.training = False
-        return self
-
-    def _convert(self, fn):
-        for store in (self.params, self.grads, self.buffers):
-            for name in store:
-                store[name] = fn(store[name])
+    def forget(self):
         self._cache = None
-        return self
-
-    def to(self, backend):
-        """Move parameters, gradients and buffers to "numpy" or "cupy"."""
-        return self._convert(lambda a: to_device(a, backend))
-
-    def astype(self, dtype):
-        """Cast parameters, gradients and buffers (float64 for gradient checks)."""
-        return self._convert(lambda a: a.astype(dtype))
 
     def _pop_cache(self):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called without a forward "
-                               "(or twice for one forward)")
+                               "(or twice for one forward, or after a forward under "
+                               "scratchseg.no_grad(), which keeps nothing for a backward)")
         cache, self._cache = self._cache, None
         return cache
 
@@ -82,9 +43,6 @@ class Layer:
         for name, grad in grads.items():
             if grad is not None:
                 self.grads[name] += grad
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
 
 
 class Conv2d(Layer):
@@ -103,13 +61,13 @@ class Conv2d(Layer):
         self._init_params(backend, **arrays)
 
     def forward(self, x):
-        y, self._cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+        y, self._cache = ops.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
                                         self.stride, self.padding)
         return y
 
     def backward(self, dy, input_grad=True):
         """dx (None with ``input_grad=False``); dW and db accumulate into ``grads``."""
-        dx, dw, db = conv2d_backward(dy, self._pop_cache(), input_grad)
+        dx, dw, db = ops.conv2d_backward(dy, self._pop_cache(), input_grad)
         self._accumulate(weight=dw, bias=db)
         return dx
 
@@ -135,13 +93,13 @@ class ConvTranspose2d(Layer):
         self._init_params(backend, **arrays)
 
     def forward(self, x):
-        y, self._cache = conv_transpose2d_forward(x, self.params["weight"],
+        y, self._cache = ops.conv_transpose2d_forward(x, self.params["weight"],
                                                   self.params.get("bias"), self.stride,
                                                   self.padding)
         return y
 
     def backward(self, dy):
-        dx, dw, db = conv_transpose2d_backward(dy, self._pop_cache())
+        dx, dw, db = ops.conv_transpose2d_backward(dy, self._pop_cache())
         self._accumulate(weight=dw, bias=db)
         return dx
 
@@ -154,22 +112,22 @@ class MaxPool2d(Layer):
         self.kernel_size, self.stride = kernel_size, stride
 
     def forward(self, x):
-        y, self._cache = max_pool2d_forward(x, self.kernel_size, self.stride)
+        y, self._cache = ops.max_pool2d_forward(x, self.kernel_size, self.stride)
         return y
 
     def backward(self, dy):
-        return max_pool2d_backward(dy, self._pop_cache())
+        return ops.max_pool2d_backward(dy, self._pop_cache())
 
 
 class ReLU(Layer):
     """y = max(x, 0)."""
 
     def forward(self, x):
-        y, self._cache = relu_forward(x)
+        y, self._cache = ops.relu_forward(x)
         return y
 
     def backward(self, dy):
-        return relu_backward(dy, self._pop_cache())
+        return ops.relu_backward(dy, self._pop_cache())
 
 
 class Dropout(Layer):
@@ -220,13 +178,11 @@ class Dropout(Layer):
         rng = self._device_rng[1]
         if self.batch_shard is not None:
             rng = self._ShardRows(rng, *self.batch_shard)
-        y, self._cache = dropout_forward(x, self.p, rng, self.training)
-        self._cache = (self._cache,)
+        y, self._cache = ops.dropout_forward(x, self.p, rng, self.training)
         return y
 
     def backward(self, dy):
-        (cache,) = self._pop_cache()
-        return dropout_backward(dy, cache)
+        return ops.dropout_backward(dy, self._pop_cache())
 
 
 class BatchNorm2d(Layer):
@@ -247,13 +203,13 @@ class BatchNorm2d(Layer):
         self.buffers["running_var"] = to_device(init.ones((num_features,), dtype), backend)
 
     def forward(self, x):
-        y, self._cache = batch_norm2d_forward(
+        y, self._cache = ops.batch_norm2d_forward(
             x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
             self.buffers["running_var"], self.training, self.momentum, self.eps, self.reduce)
         return y
 
     def backward(self, dy):
-        dx, dgamma, dbeta = batch_norm2d_backward(dy, self._pop_cache())
+        dx, dgamma, dbeta = ops.batch_norm2d_backward(dy, self._pop_cache())
         self._accumulate(weight=dgamma, bias=dbeta)
         return dx
 
@@ -267,9 +223,9 @@ class SoftmaxCrossEntropy(Layer):
                                                                 reduction)
 
     def forward(self, logits, labels, weight_map=None):
-        loss, self._cache = softmax_cross_entropy_forward(
+        loss, self._cache = ops.softmax_cross_entropy_forward(
             logits, labels, self.class_weight, weight_map, self.ignore_index, self.reduction)
         return loss
 
     def backward(self, dloss=1.0):
-        return softmax_cross_entropy_backward(dloss, self._pop_cache())
+        return ops.softmax_cross_entropy_backward(dloss, self._pop_cache())

@@ -62,19 +62,19 @@ def unet_summary(model, input_size, batch_size=1):
             shape = row.output_shape
 
     for i, (block, pool) in enumerate(zip(model.encoder, model.pools)):
-        run(f"encoder.{i}", block.layers)
+        run(f"encoder.{i}", block.children.items())
         skips.append(shape)
         run(f"encoder.{i}", [("pool", pool)])
-    run("bottleneck", model.bottleneck.layers)
+    run("bottleneck", model.bottleneck.children.items())
     if model.dropout is not None:
         run("", [("dropout", model.dropout)])
-    for i, (up, block) in enumerate(zip(model.ups, model.decoder)):
-        run(f"decoder.{i}", [("up", up)])
+    for i, block in enumerate(model.decoder):
+        run(f"decoder.{i}", [("up", block.up)])
         skip = skips[-1 - i]
         shape = (shape[0], shape[1] + skip[1], shape[2], shape[3])
         rows.append(SummaryRow(f"decoder.{i}.concat", "Concat", shape, 0, 0,
                                shape[0] * shape[1] * shape[2] * shape[3] * itemsize))
-        run(f"decoder.{i}", block.layers)
+        run(f"decoder.{i}", block.convs.children.items())
     run("", [("head", model.head)])
     return rows
 

@@ -14,10 +14,11 @@ network: 572x572 in, 388x388 out, 31,030,658 parameters for 1 -> 2 classes.
 
 import numbers
 
+from scratchseg import ops
+from scratchseg.backend import check_backend
 from scratchseg.nn import init
-from scratchseg.backend import check_backend, to_device, to_numpy
-from scratchseg.functional import concat_backward, concat_forward
 from scratchseg.nn.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, MaxPool2d, ReLU
+from scratchseg.nn.module import Module
 
 PADDINGS = ("valid", "same")
 
@@ -31,40 +32,81 @@ def _check_edge(method, name, value):
     return int(value)
 
 
-class ConvBlock:
+class ModuleList(Module):
+    """Modules registered as parts "0", "1", ...; indexed and iterated like a list."""
+
+    def __init__(self, modules):
+        super().__init__()
+        for k, module in enumerate(modules):
+            self.add(str(k), module)
+
+    def __getitem__(self, k):
+        return list(self.children.values())[k]
+
+    def __iter__(self):
+        return iter(self.children.values())
+
+    def __len__(self):
+        return len(self.children)
+
+
+class ConvBlock(Module):
     """[conv3x3 -> (batch norm) -> ReLU] x 2, run forward in order and backward in reverse."""
 
     def __init__(self, in_channels, out_channels, padding, batch_norm, rng, dtype, backend):
+        super().__init__()
         pad = 1 if padding == "same" else 0
-        self.layers = []
         for k, c_in in enumerate((in_channels, out_channels), start=1):
-            conv = Conv2d(c_in, out_channels, 3, padding=pad, bias=not batch_norm, rng=rng,
-                          dtype=dtype, backend=backend)
-            self.layers.append((f"conv{k}", conv))
+            self.add(f"conv{k}", Conv2d(c_in, out_channels, 3, padding=pad,
+                                        bias=not batch_norm, rng=rng, dtype=dtype,
+                                        backend=backend))
             if batch_norm:
-                self.layers.append((f"bn{k}", BatchNorm2d(out_channels, dtype=dtype,
-                                                          backend=backend)))
-            self.layers.append((f"relu{k}", ReLU()))
+                self.add(f"bn{k}", BatchNorm2d(out_channels, dtype=dtype, backend=backend))
+            self.add(f"relu{k}", ReLU())
 
     def forward(self, x):
-        for _, layer in self.layers:
+        for layer in self.children.values():
             x = layer.forward(x)
         return x
 
     def backward(self, dy, input_grad=True):
         """The layers in reverse; ``input_grad=False`` stops at the first conv's dW."""
-        (_, first), *rest = self.layers
-        for _, layer in reversed(rest):
+        first, *rest = self.children.values()
+        for layer in reversed(rest):
             dy = layer.backward(dy)
         return first.backward(dy, input_grad)
 
 
-class UNet:
+class UpBlock(Module):
+    """A 2x2 stride-2 up-convolution halving the channels, the crop-and-copy of the skip,
+    then a ConvBlock, whose layers are registered here beside ``up`` (``decoder.0.up``,
+    ``decoder.0.conv1``, ... as in PyTorch's oracle, scratchseg/tools/torch_unet.py)."""
+
+    def __init__(self, up, convs):
+        super().__init__()
+        self.up = self.add("up", up)
+        self.convs = convs
+        self.children.update(convs.children)
+        self._concat = None
+
+    def forward(self, x, skip):
+        x, self._concat = ops.concat_forward(skip, self.up.forward(x))
+        return self.convs.forward(x)
+
+    def backward(self, dy):
+        """(dskip, dx): the skip's gradient (zero where it was cropped) and the input's."""
+        concat, self._concat = self._concat, None
+        dskip, dy = ops.concat_backward(self.convs.backward(dy), concat)
+        return dskip, self.up.backward(dy)
+
+
+class UNet(Module):
     """The U-Net; see the module docstring. Weights are drawn on the host from ``seed``."""
 
     def __init__(self, in_channels=1, num_classes=2, base_channels=64, depth=4,
                  padding="valid", batch_norm=False, dropout=0.0, seed=0, *,
                  dtype="float32", backend="numpy"):
+        super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"UNet: padding must be one of {PADDINGS}, got {padding!r}")
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
@@ -74,54 +116,26 @@ class UNet:
         self.config = dict(in_channels=in_channels, num_classes=num_classes,
                            base_channels=base_channels, depth=depth, padding=padding,
                            batch_norm=batch_norm, dropout=dropout)
-        self.device = check_backend(backend)
+        check_backend(backend)
         rng = init.as_generator(seed)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         block_args = (padding, batch_norm, rng, dtype, backend)
 
-        self.encoder = [ConvBlock(c_in, c_out, *block_args)
-                        for c_in, c_out in zip([in_channels] + widths[:-2], widths[:-1])]
-        self.pools = [MaxPool2d(2) for _ in range(depth)]
-        self.bottleneck = ConvBlock(widths[-2], widths[-1], *block_args)
-        self.dropout = Dropout(dropout, rng=rng) if dropout > 0 else None
+        self.encoder = self.add("encoder", ModuleList(
+            ConvBlock(c_in, c_out, *block_args)
+            for c_in, c_out in zip([in_channels] + widths[:-2], widths[:-1])))
+        self.pools = [MaxPool2d(2) for _ in range(depth)]  # no state: not registered
+        self.bottleneck = self.add("bottleneck", ConvBlock(widths[-2], widths[-1], *block_args))
+        self.dropout = self.add("dropout", Dropout(dropout, rng=rng)) if dropout > 0 else None
         decoder_widths = widths[-2::-1]  # deepest level first, in forward order
-        self.ups = [ConvTranspose2d(2 * c, c, 2, 2, rng=rng, dtype=dtype, backend=backend)
-                    for c in decoder_widths]
-        self.decoder = [ConvBlock(2 * c, c, *block_args) for c in decoder_widths]
-        self.head = Conv2d(base_channels, num_classes, 1, rng=rng, dtype=dtype, backend=backend)
-        self._concat_caches = []
-
-    # -- structure -----------------------------------------------------------------------
-
-    def named_layers(self):
-        """(name, layer) for every parameterised or stateful layer, in forward order."""
-        for i, block in enumerate(self.encoder):
-            for name, layer in block.layers:
-                yield f"encoder.{i}.{name}", layer
-        for name, layer in self.bottleneck.layers:
-            yield f"bottleneck.{name}", layer
-        if self.dropout is not None:
-            yield "dropout", self.dropout
-        for i, (up, block) in enumerate(zip(self.ups, self.decoder)):
-            yield f"decoder.{i}.up", up
-            for name, layer in block.layers:
-                yield f"decoder.{i}.{name}", layer
-        yield "head", self.head
-
-    def parameters(self):
-        return [(f"{prefix}.{name}", array) for prefix, layer in self.named_layers()
-                for name, array in layer.params.items()]
-
-    def gradients(self):
-        return [(f"{prefix}.{name}", array) for prefix, layer in self.named_layers()
-                for name, array in layer.grads.items()]
-
-    def buffers(self):
-        return [(f"{prefix}.{name}", array) for prefix, layer in self.named_layers()
-                for name, array in layer.buffers.items()]
-
-    def num_parameters(self):
-        return sum(int(array.size) for _, array in self.parameters())
+        # every up-convolution's weights are drawn before the blocks': a seed gives the same
+        # network as it always has
+        ups = [ConvTranspose2d(2 * c, c, 2, 2, rng=rng, dtype=dtype, backend=backend)
+               for c in decoder_widths]
+        self.decoder = self.add("decoder", ModuleList(
+            UpBlock(up, ConvBlock(2 * c, c, *block_args)) for up, c in zip(ups, decoder_widths)))
+        self.head = self.add("head", Conv2d(base_channels, num_classes, 1, rng=rng, dtype=dtype,
+                                            backend=backend))
 
     # -- forward and backward -------------------------------------------------------------
 
@@ -136,11 +150,8 @@ class UNet:
         x = self.bottleneck.forward(x)
         if self.dropout is not None:
             x = self.dropout.forward(x)
-        self._concat_caches = []
-        for up, block, skip in zip(self.ups, self.decoder, reversed(skips)):
-            x, cache = concat_forward(skip, up.forward(x))
-            self._concat_caches.append(cache)
-            x = block.forward(x)
+        for block, skip in zip(self.decoder, reversed(skips)):
+            x = block.forward(x, skip)
         return self.head.forward(x)
 
     def backward(self, dlogits, input_grad=True):
@@ -150,21 +161,14 @@ class UNet:
         (training: the image needs no gradient) returns None and skips the first
         convolution's dx, a GEMM as large as its forward.
         """
-        if not self._concat_caches:
-            raise RuntimeError("UNet.backward called without a forward")
         dx = self.head.backward(dlogits)
-        skip_grads = []
-        for up, block, cache in zip(reversed(self.ups), reversed(self.decoder),
-                                    reversed(self._concat_caches)):
-            dskip, dx = concat_backward(block.backward(dx), cache)
+        skip_grads = []  # shallowest first: the decoder is walked from the top down
+        for block in reversed(self.decoder):
+            dskip, dx = block.backward(dx)
             skip_grads.append(dskip)
-            dx = up.backward(dx)
-        self._concat_caches = []
         if self.dropout is not None:
             dx = self.dropout.backward(dx)
         dx = self.bottleneck.backward(dx)
-        # skip_grads runs shallow -> deep (the decoder was walked top-down); the
-        # encoder is walked bottom-up, so pair it with the reversed list.
         for block, pool, dskip in zip(reversed(self.encoder), reversed(self.pools),
                                       reversed(skip_grads)):
             dx = pool.backward(dx)
@@ -239,51 +243,3 @@ class UNet:
                              f"{tuple(x.shape)}")
         for edge in x.shape[2:]:
             self.output_size(int(edge))
-
-    # -- state ----------------------------------------------------------------------------
-
-    def zero_grad(self):
-        for _, layer in self.named_layers():
-            layer.zero_grad()
-
-    def train(self):
-        for _, layer in self.named_layers():
-            layer.train()
-        return self
-
-    def eval(self):
-        for _, layer in self.named_layers():
-            layer.eval()
-        return self
-
-    def to(self, backend):
-        """Move every parameter, gradient and buffer to "numpy" or "cupy"."""
-        self.device = check_backend(backend)
-        for _, layer in self.named_layers():
-            layer.to(backend)
-        return self
-
-    def astype(self, dtype):
-        for _, layer in self.named_layers():
-            layer.astype(dtype)
-        return self
-
-    def state_dict(self):
-        """name -> host array for parameters and buffers (PyTorch's names and layouts)."""
-        return {name: to_numpy(a).copy() for name, a in self.parameters() + self.buffers()}
-
-    def load_state_dict(self, state):
-        """Copy arrays into the model in place; keys and shapes must match exactly."""
-        own = dict(self.parameters() + self.buffers())
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"UNet.load_state_dict: missing {missing[:5]}, unexpected "
-                             f"{unexpected[:5]} (is the checkpoint from another config?)")
-        for name, target in own.items():
-            if tuple(state[name].shape) != tuple(target.shape):
-                raise ValueError(f"UNet.load_state_dict: {name} has shape "
-                                 f"{tuple(state[name].shape)}, model expects "
-                                 f"{tuple(target.shape)}")
-        for name, target in own.items():
-            target[...] = to_device(state[name], self.device)
-        return self

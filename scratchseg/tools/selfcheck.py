@@ -1,13 +1,13 @@
 """The catalogue behind ``scratchseg gradcheck``: every op and layer on small float64 inputs.
 
 Each case yields one row per gradient it returns (op, gradient, worst
-absolute error, worst relative error, pass or fail).
+absolute error, worst relative error, pass or fail). The ops run through
+scratchseg.ops, so the engine checked is the one in use (``scratchseg.engine``).
 """
 
 import numpy
 
-from scratchseg import functional as F
-from scratchseg.nn import layers
+from scratchseg import ops as F
 from scratchseg.backend import backend_name, to_device
 from scratchseg.gradcheck import (
     GradientCheckError,
@@ -15,6 +15,7 @@ from scratchseg.gradcheck import (
     gradients_tuple,
     layer_functions,
 )
+from scratchseg.nn import layers
 
 
 def _distinct(rng, shape):

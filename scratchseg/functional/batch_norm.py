@@ -1,42 +1,13 @@
-"""Dropout and batch normalisation."""
+"""Batch normalisation over (N, H, W) per channel, with running statistics."""
 
 from scratchseg.backend import backend_name, get_array_module
-from scratchseg.functional._checks import check_float_array, check_same_dtype, check_upstream
-
-
-def dropout_forward(x, p, rng, training=True):
-    """Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p); y = x in eval.
-
-    ``rng`` (needed in training) is a ``numpy.random.Generator`` for NumPy
-    arrays or a ``cupy.random.Generator`` for CuPy arrays. The cache is the
-    boolean mask (None for the identity), its scale and the output's
-    shape, dtype and backend.
-    """
-    op = "dropout"
-    check_float_array(x, "x", op)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"{op}: p must be in [0, 1), got {p}")
-    if training and not callable(getattr(rng, "random", None)):
-        raise TypeError(f"{op}: training needs rng, a numpy.random.Generator (NumPy x) or "
-                        f"cupy.random.Generator (CuPy x), got {type(rng).__name__}")
-    output = (x.shape, x.dtype, backend_name(x))
-    if not training or p == 0.0:
-        return x, (None, None, output)
-    keep = rng.random(x.shape, dtype=x.dtype) >= p
-    if backend_name(keep) != output[2]:
-        raise TypeError(f"{op}: rng draws {backend_name(keep)} arrays but x is a {output[2]} "
-                        f"array; pass a {output[2]}.random.Generator")
-    scale = x.dtype.type(1.0 / (1.0 - p))
-    return x * keep * scale, (keep, scale, output)
-
-
-def dropout_backward(dy, cache):
-    """dx = dy * m / (1 - p) with the forward's mask; dx = dy in eval."""
-    keep, scale, output = cache
-    check_upstream("dropout_backward", dy, *output)
-    if keep is None:
-        return dy
-    return dy * keep * scale
+from scratchseg.functional._checks import (
+    check_cache,
+    check_float_array,
+    check_same_dtype,
+    check_upstream,
+)
+from scratchseg.grad_mode import saved_for_backward
 
 
 def _batch_moments(x, reduce):
@@ -94,7 +65,7 @@ def batch_norm2d_forward(x, gamma, beta, running_mean, running_var, training=Tru
     inv_std = 1.0 / xp.sqrt(var + eps)
     x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
     y = gamma[:, None, None] * x_hat + beta[:, None, None]
-    return y, (x_hat, inv_std, gamma, count, reduce)
+    return y, saved_for_backward(x_hat, inv_std, gamma, count, reduce)
 
 
 def batch_norm2d_backward(dy, cache):
@@ -105,7 +76,7 @@ def batch_norm2d_backward(dy, cache):
     dx = (1/sigma) (g - mean(g) - x_hat * mean(g * x_hat)); eval: dx = g / sigma.
     The returned dgamma and dbeta are this process's sums.
     """
-    x_hat, inv_std, gamma, count, reduce = cache
+    x_hat, inv_std, gamma, count, reduce = check_cache("batch_norm2d_backward", cache)
     check_upstream("batch_norm2d_backward", dy, x_hat.shape, x_hat.dtype, backend_name(x_hat))
     xp = get_array_module(dy)
     axes = (0, 2, 3)
