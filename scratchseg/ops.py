@@ -50,7 +50,8 @@ def engine(name):
         _chosen.reset(token)
 
 
-def _engine_for(array):
+def engine_for(array):
+    """The module of ops that ``array`` runs on now: functional (reference) or fast."""
     if backend_name(array) == "cupy":
         return functional
     return ENGINES[current_engine()]
@@ -62,7 +63,7 @@ def _forward(name):
 
     @functools.wraps(reference)
     def forward(x, *args, **kwargs):
-        module = _engine_for(x)
+        module = engine_for(x)
         y, cache = getattr(module, name)(x, *args, **kwargs)
         return y, (None if cache is None else (module, cache))
 

@@ -9,6 +9,7 @@ from conftest import assert_close, check_one_gradient, distinct_values, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scratchseg.gradcheck import check_gradients
 from scratchseg.ops import (
     center_crop,
     concat_backward,
@@ -16,7 +17,6 @@ from scratchseg.ops import (
     relu_backward,
     relu_forward,
 )
-from scratchseg.gradcheck import check_gradients
 
 pytestmark = pytest.mark.usefixtures("each_engine")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchseg.training.distributed import ONE_PROCESS, GradientBuckets
-from scratchseg.nn.layers import BatchNorm2d
 from scratchseg.nn import UNet
+from scratchseg.nn.layers import BatchNorm2d
+from scratchseg.training.distributed import ONE_PROCESS, GradientBuckets
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_distributed.py"

@@ -5,8 +5,8 @@ import re
 import pytest
 
 from scratchseg import backend
-from scratchseg.tools import selfcheck
 from scratchseg.cli import main
+from scratchseg.tools import selfcheck
 
 OPS = ["conv2d", "conv_transpose2d", "max_pool2d", "relu", "concat", "dropout", "batch_norm2d",
        "softmax_cross_entropy"]

@@ -17,7 +17,8 @@ import pytest
 from scratchseg import backend
 
 PACKAGE = Path(__file__).resolve().parent.parent / "scratchseg"
-DEVICE_GLOBS = ("functional/*.py", "nn/layers.py", "nn/unet.py", "nn/optim.py")
+DEVICE_GLOBS = ("functional/*.py", "ops.py", "grad_mode.py", "nn/module.py", "nn/layers.py",
+                "nn/unet.py", "nn/optim.py")
 
 
 def device_modules():
@@ -109,7 +110,7 @@ def test_checker_reports_names_missing_from_the_namespace():
 
 def test_the_device_modules_are_found():
     names = {p.relative_to(PACKAGE).as_posix() for p in device_modules()}
-    assert {"functional/conv.py", "functional/loss.py", "nn/layers.py"} <= names
+    assert {"functional/conv.py", "functional/loss.py", "ops.py", "nn/layers.py"} <= names
     used = set().union(*(xp_chains(_parse(p)) for p in device_modules()))
     assert len(used) >= 10, "no xp.<name> found: the namespace check would be vacuous"
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchseg.training.checkpoint import load_model
 from scratchseg.cli import main
 from scratchseg.data import SyntheticShapes, training_batch
+from scratchseg.nn import UNet
+from scratchseg.nn.optim import SGD
+from scratchseg.training.checkpoint import load_model
 from scratchseg.training.distributed import (
     ONE_PROCESS,
     GradientBuckets,
@@ -24,8 +26,6 @@ from scratchseg.training.distributed import (
     shard,
     synchronise_batch_norm,
 )
-from scratchseg.nn import UNet
-from scratchseg.nn.optim import SGD
 from scratchseg.training.loop import split_dataset, training_step
 
 

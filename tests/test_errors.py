@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 
 from scratchseg import backend
-from scratchseg.nn import layers
 from scratchseg import ops as F
 from scratchseg.functional._checks import check_upstream
-from scratchseg.nn import UNet
+from scratchseg.nn import UNet, layers
 
 pytestmark = pytest.mark.usefixtures("each_engine")
 

@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pytest
 
-from scratchseg.nn import layers
 from scratchseg.functional import (
     conv2d_backward,
     conv2d_forward,
@@ -13,6 +12,7 @@ from scratchseg.functional import (
     relu_forward,
 )
 from scratchseg.gradcheck import GradientCheckError, GradientReport, check_gradients
+from scratchseg.nn import layers
 
 WRONG = (1, 2, 0, 1)  # the planted element of dw
 

@@ -5,13 +5,13 @@ import pytest
 import torch
 from conftest import assert_close, distinct_values, to_torch
 
+from scratchseg.gradcheck import check_gradients, layer_functions
 from scratchseg.nn import layers
 from scratchseg.ops import (
     conv2d_forward,
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
-from scratchseg.gradcheck import check_gradients, layer_functions
 
 pytestmark = pytest.mark.usefixtures("each_engine")
 

@@ -8,8 +8,8 @@ from conftest import assert_close, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scratchseg.ops import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.gradcheck import check_gradients
+from scratchseg.ops import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 pytestmark = pytest.mark.usefixtures("each_engine")
 

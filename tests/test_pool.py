@@ -7,8 +7,8 @@ from conftest import assert_close, distinct_values, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scratchseg.ops import max_pool2d_backward, max_pool2d_forward
 from scratchseg.gradcheck import check_gradients
+from scratchseg.ops import max_pool2d_backward, max_pool2d_forward
 
 pytestmark = pytest.mark.usefixtures("each_engine")
 

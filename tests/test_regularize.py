@@ -8,13 +8,13 @@ from conftest import assert_close, check_one_gradient, to_torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scratchseg.gradcheck import check_gradients
 from scratchseg.ops import (
     batch_norm2d_backward,
     batch_norm2d_forward,
     dropout_backward,
     dropout_forward,
 )
-from scratchseg.gradcheck import check_gradients
 
 pytestmark = pytest.mark.usefixtures("each_engine")
 

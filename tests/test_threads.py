@@ -23,8 +23,8 @@ from scratchseg.fast import (
     max_pool2d_forward,
     relu_backward,
     relu_forward,
+    threads,
 )
-from scratchseg.fast import threads
 from scratchseg.fast.threads import in_parts
 from scratchseg.fast.tuning import TUNING, detect_cores, tuned
 

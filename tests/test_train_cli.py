@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from scratchseg.training.checkpoint import load_model, load_training_state, save_model
 from scratchseg.cli import main
 from scratchseg.nn import UNet
-from scratchseg.training.loop import Trainer
 from scratchseg.tools.torch_unet import TorchUNet
+from scratchseg.training.checkpoint import load_model, load_training_state, save_model
+from scratchseg.training.loop import Trainer
 
 TINY = ["--num-samples", "6", "--image-size", "40", "--base-channels", "4", "--depth", "2",
         "--tile", "32", "--batch-size", "2", "--warmup-steps", "0", "--quiet"]

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from scratchseg.ops import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.gradcheck import check_gradients, layer_functions
 from scratchseg.nn import UNet
 from scratchseg.nn.optim import SGD
+from scratchseg.ops import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.tools.torch_unet import TorchUNet
 
 pytestmark = pytest.mark.usefixtures("each_engine")
