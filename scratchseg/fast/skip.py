@@ -3,26 +3,16 @@ per core."""
 
 from scratchseg.backend import backend_name, get_array_module
 from scratchseg.fast.threads import in_parts
-from scratchseg.functional._checks import (
-    check_cache,
-    check_float_array,
-    check_same_dtype,
-    check_upstream,
-)
+from scratchseg.functional._checks import check_cache, check_concat, check_upstream
 from scratchseg.functional.skip import center_crop, crop_offsets
 from scratchseg.grad_mode import saved_for_backward
 
 
 def concat_forward(skip, x):
     """y = [crop(skip) ; x] along channels, crop(skip) centred to x's H x W."""
-    op = "concat"
-    check_float_array(skip, "skip", op, ndim=4)
-    check_float_array(x, "x", op, ndim=4)
-    check_same_dtype(op, skip=skip, x=x)
-    if skip.shape[0] != x.shape[0]:
-        raise ValueError(f"{op}: batch sizes differ: skip {skip.shape[0]}, x {x.shape[0]}")
+    check_concat("concat", skip, x)
     xp = get_array_module(skip, x)
-    offsets = crop_offsets(skip.shape, x.shape[2], x.shape[3], op)
+    offsets = crop_offsets(skip.shape, x.shape[2], x.shape[3], "concat")
     cropped, c_skip = center_crop(skip, x.shape[2], x.shape[3]), skip.shape[1]
     y = xp.empty((x.shape[0], c_skip + x.shape[1], *x.shape[2:]), dtype=x.dtype)
 

@@ -142,3 +142,13 @@ def check_pool(op, x, kernel_size, stride):
     if kernel[0] > h or kernel[1] > w:
         raise ValueError(f"{op}: kernel {kernel[0]}x{kernel[1]} is larger than the input {h}x{w}")
     return kernel, stride, ((h - kernel[0]) // stride[0] + 1, (w - kernel[1]) // stride[1] + 1)
+
+
+def check_concat(op, skip, x):
+    """Validate the skip concatenation's inputs: two (N, C, H, W) arrays of one batch size,
+    dtype and device, ``skip`` at least as large as ``x`` in H and W."""
+    check_float_array(skip, "skip", op, ndim=4)
+    check_float_array(x, "x", op, ndim=4)
+    check_same_dtype(op, skip=skip, x=x)
+    if skip.shape[0] != x.shape[0]:
+        raise ValueError(f"{op}: batch sizes differ: skip {skip.shape[0]}, x {x.shape[0]}")
