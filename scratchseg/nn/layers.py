@@ -62,7 +62,7 @@ class Conv2d(Layer):
 
     def forward(self, x):
         y, self._cache = ops.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                        self.stride, self.padding)
+                                            self.stride, self.padding)
         return y
 
     def backward(self, dy, input_grad=True):
@@ -94,8 +94,8 @@ class ConvTranspose2d(Layer):
 
     def forward(self, x):
         y, self._cache = ops.conv_transpose2d_forward(x, self.params["weight"],
-                                                  self.params.get("bias"), self.stride,
-                                                  self.padding)
+                                                      self.params.get("bias"), self.stride,
+                                                      self.padding)
         return y
 
     def backward(self, dy):
