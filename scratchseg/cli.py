@@ -7,8 +7,7 @@ import traceback
 from pathlib import Path
 
 from scratchseg.backend import BACKENDS
-from scratchseg.nn.unet import PADDINGS
-from scratchseg.nn.optim import SCHEDULES
+from scratchseg.training.options import TrainOptions, add_option_flags
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -44,42 +43,12 @@ def _gradcheck(args):
     return 1 if failures else 0
 
 
-# train options: (flag, TrainOptions field, type, action or choices, help)
-_TRAIN_FLAGS = [
-    ("--data", "data", str, "'synthetic' (built in) or a folder with images/ and masks/"),
-    ("--epochs", "epochs", int, "epochs to train (on resume: the new total)"),
-    ("--batch-size", "batch_size", int, "tiles per SGD step"),
-    ("--lr", "lr", float, "base learning rate"),
-    ("--momentum", "momentum", float, "SGD momentum (the paper used 0.99)"),
-    ("--weight-decay", "weight_decay", float, "L2 weight decay"),
-    ("--schedule", "schedule", SCHEDULES, "learning-rate schedule"),
-    ("--warmup-steps", "warmup_steps", int, "linear warm-up steps"),
-    ("--base-channels", "base_channels", int, "channels of the first level"),
-    ("--depth", "depth", int, "number of 2x2 poolings"),
-    ("--padding", "padding", PADDINGS, "valid (the paper's) or same"),
-    ("--batch-norm", "batch_norm", argparse.BooleanOptionalAction, "batch norm after convs"),
-    ("--dropout", "dropout", float, "dropout at the end of the contracting path"),
-    ("--tile", "tile", int, "output edge of a training tile"),
-    ("--val-fraction", "val_fraction", float, "fraction of images held out for validation"),
-    ("--weight-map", "weight_map", argparse.BooleanOptionalAction,
-     "weight pixels by the paper's border weight map (Eq. 2)"),
-    ("--augment", "augment", argparse.BooleanOptionalAction,
-     "flips, rotations, elastic deformation, intensity jitter"),
-    ("--seed", "seed", int, "seed of weights, split, tiles and augmentation"),
-    ("--backend", "backend", BACKENDS, "array module"),
-    ("--num-samples", "num_samples", int, "images in the synthetic dataset"),
-    ("--image-size", "image_size", int, "edge of the synthetic images"),
-    ("--trace", "trace", argparse.BooleanOptionalAction,
-     "record per-layer activation, gradient and update norms: trace.csv, gradient_flow.png"),
-]
-
-
 def _train(args):
     from scratchseg.training.distributed import ONE_PROCESS, MPICommunicator
-    from scratchseg.training.loop import Trainer, TrainOptions, resume_options
+    from scratchseg.training.loop import Trainer, resume_options
+    from scratchseg.training.options import TrainOptions, given_options
 
-    given = {name: getattr(args, name) for _, name, _, _ in _TRAIN_FLAGS
-             if getattr(args, name) is not None}
+    given = given_options(args, TrainOptions)
     communicator = MPICommunicator() if args.distributed else ONE_PROCESS
     args.communicator = communicator  # main() aborts every process on an error
     if args.resume:
@@ -171,13 +140,7 @@ def build_parser():
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--distributed", action="store_true",
                        help="data-parallel over MPI: run under mpirun -n N")
-    for flag, name, kind, text in _TRAIN_FLAGS:
-        if kind is argparse.BooleanOptionalAction:
-            train.add_argument(flag, dest=name, action=kind, default=None, help=text)
-        elif isinstance(kind, tuple):
-            train.add_argument(flag, dest=name, choices=kind, default=None, help=text)
-        else:
-            train.add_argument(flag, dest=name, type=kind, default=None, help=text)
+    add_option_flags(train, TrainOptions)  # one flag per option, derived from its field
     train.set_defaults(run=_train)
 
     predict = commands.add_parser("predict", help="write predicted masks for images")

@@ -195,7 +195,9 @@ def test_out_of_range_train_options_are_refused_up_front(tmp_path, capsys, flag,
 
 def test_help_returns_zero(capsys):
     assert main(["train", "--help"]) == 0
-    assert "--batch-norm" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--batch-norm" in out
+    assert "epochs to train (on resume: the new total) (default: 30)" in out
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,13 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy
 from tqdm import tqdm
 
-from scratchseg.backend import BACKENDS, get_array_module, to_device
-from scratchseg.fileio import atomic_write_text
-from scratchseg.training.checkpoint import (
-    add_batch_norm_counters,
-    load_training_state,
-    save_model,
-    save_training_state,
-)
+from scratchseg.backend import get_array_module, to_device
 from scratchseg.data import (
     FolderDataset,
     Subset,
@@ -43,6 +36,18 @@ from scratchseg.data import (
     training_batch,
 )
 from scratchseg.data.batches import DROPOUT_STREAM, SPLIT_STREAM
+from scratchseg.fileio import atomic_write_text
+from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from scratchseg.functional.loss import NonFiniteError
+from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
+from scratchseg.nn import UNet
+from scratchseg.nn.optim import SGD, make_schedule
+from scratchseg.training.checkpoint import (
+    add_batch_norm_counters,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
 from scratchseg.training.distributed import (
     ONE_PROCESS,
     GradientBuckets,
@@ -50,12 +55,11 @@ from scratchseg.training.distributed import (
     shard,
     synchronise_batch_norm,
 )
-from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from scratchseg.functional.loss import NonFiniteError
-from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
-from scratchseg.nn import UNet
-from scratchseg.nn.unet import PADDINGS
-from scratchseg.nn.optim import SCHEDULES, SGD, make_schedule
+from scratchseg.training.options import (  # noqa: F401 (TrainOptions is used from here too)
+    RESUMABLE_OPTIONS,
+    TrainOptions,
+    resumed_options,
+)
 from scratchseg.training.plots import plot_curves, plot_samples
 from scratchseg.training.trace import GradientFlowTracer
 
@@ -63,84 +67,10 @@ METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pixel_acc", "val_miou"
                   "lr", "seconds")
 MODEL_FILE, CHECKPOINT_FILE = "model.safetensors", "checkpoint.safetensors"
 TRACE_FILE = "trace.csv"
-RESUMABLE_OPTIONS = ("epochs", "backend", "trace")  # change neither the model nor the data
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a diverged loss, an unusable run directory)."""
-
-
-@dataclass
-class TrainOptions:
-    """Everything that defines a run; the defaults are the main job on the built-in data."""
-
-    data: str = "synthetic"
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_steps: int = 20
-    base_channels: int = 16
-    depth: int = 3
-    padding: str = "same"
-    batch_norm: bool = True
-    dropout: float = 0.0
-    tile: int = 64
-    val_fraction: float = 0.2
-    weight_map: bool = False
-    augment: bool = True
-    seed: int = 0
-    backend: str = "numpy"
-    num_samples: int = 160
-    image_size: int = 96
-    trace: bool = False
-
-    def validate(self):
-        """ValueError naming the first option out of range, by its command-line flag."""
-        for field in fields(self):
-            allowed, describe = OPTION_RULES[field.name]
-            value = getattr(self, field.name)
-            if not allowed(value):
-                raise ValueError(f"--{field.name.replace('_', '-')} must be {describe}, "
-                                 f"got {value!r}")
-
-    def model_config(self, dataset):
-        return dict(in_channels=dataset.in_channels, num_classes=dataset.num_classes,
-                    base_channels=self.base_channels, depth=self.depth, padding=self.padding,
-                    batch_norm=self.batch_norm, dropout=self.dropout)
-
-
-def _integer(low):
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
-            f"an integer >= {low}")
-
-
-def _number(low, below=None):
-    def allowed(v):
-        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                and v >= low and (below is None or v < below))
-    return allowed, (f"a number >= {low}" if below is None else f"in [{low}, {below})")
-
-
-def _one_of(choices):
-    return (lambda v: v in choices), "one of " + ", ".join(choices)
-
-
-_BOOLEAN = (lambda v: isinstance(v, bool)), "true or false"
-
-# every TrainOptions field: (test, what it allows)
-OPTION_RULES = {
-    "data": ((lambda v: isinstance(v, str) and v != ""), "'synthetic' or a folder"),
-    "epochs": _integer(1), "batch_size": _integer(1), "lr": _number(0),
-    "momentum": _number(0, 1), "weight_decay": _number(0), "schedule": _one_of(SCHEDULES),
-    "warmup_steps": _integer(0), "base_channels": _integer(1), "depth": _integer(1),
-    "padding": _one_of(PADDINGS), "batch_norm": _BOOLEAN, "dropout": _number(0, 1),
-    "tile": _integer(1), "val_fraction": _number(0, 1), "weight_map": _BOOLEAN,
-    "augment": _BOOLEAN, "seed": _integer(0), "backend": _one_of(BACKENDS),
-    "num_samples": _integer(1), "image_size": _integer(1), "trace": _BOOLEAN,
-}
 
 
 def load_dataset(options):
@@ -385,24 +315,7 @@ class Trainer:
 
 
 def resume_options(run_dir, **given):
-    """The options stored in ``run_dir``'s checkpoint, with the ``given`` RESUMABLE_OPTIONS.
-
-    Any other option given must equal the stored one: resuming continues the
-    same model on the same data, so a ValueError names every option that differs.
-    """
+    """The options stored in ``run_dir``'s checkpoint, with the ``given`` RESUMABLE_OPTIONS
+    (see scratchseg.training.options.resumed_options: any other option must be unchanged)."""
     state = load_training_state(Path(run_dir) / CHECKPOINT_FILE)
-    stored = state["extra"]["options"]
-    known = {f.name for f in fields(TrainOptions)}
-    options = TrainOptions(**{k: v for k, v in stored.items() if k in known})
-    changed = [f"--{k.replace('_', '-')} (the run has {getattr(options, k)!r}, got {v!r})"
-               for k, v in given.items() if k not in RESUMABLE_OPTIONS and
-               v != getattr(options, k)]
-    if changed:
-        allowed = ", ".join(f"--{k}" for k in RESUMABLE_OPTIONS)
-        raise ValueError(f"--resume {run_dir} cannot change {'; '.join(changed)}; only "
-                         f"{allowed} may change (start a new run with --out for the others)")
-    options = replace(options, **{k: v for k, v in given.items() if k in RESUMABLE_OPTIONS})
-    options.validate()
-    return options
-
-
+    return resumed_options(state["extra"]["options"], given, run_dir)

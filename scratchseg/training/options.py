@@ -1,0 +1,181 @@
+"""The training options, each declared once: its default, its help text and its rule.
+
+``TrainOptions`` is a dataclass whose every field is made by ``option(default,
+help, rule)``. Everything else is derived from those fields:
+
+- ``validate_options(options)`` (``TrainOptions.validate()``) checks each value
+  against its rule and names the first one out of range by its flag:
+  ``--lr must be a number >= 0, got -0.1``;
+- ``add_option_flags(parser, TrainOptions)`` adds one command-line flag per
+  field: ``--batch-size`` for ``batch_size``, ``--no-augment`` too for a
+  boolean, the rule's choices for a choice, otherwise the default's type, and
+  the default in the help text;
+- ``RESUMABLE_OPTIONS``: the fields declared ``resumable=True``, the ones a
+  resumed run may change (they change neither the model nor the data).
+
+A new option is one more field here; the CLI and the checks follow.
+"""
+
+import argparse
+import math
+from dataclasses import MISSING, dataclass, field, fields, replace
+
+from scratchseg.backend import BACKENDS
+from scratchseg.nn.optim import SCHEDULES
+from scratchseg.nn.unet import PADDINGS
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What an option allows: ``test(value) -> bool``, the words for it, and its choices
+    (a tuple when the value is one of a few, which the flag then offers)."""
+
+    test: object
+    describe: str
+    choices: tuple = None
+
+    def __call__(self, value):
+        return bool(self.test(value))
+
+
+def integer(low):
+    return Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
+                f"an integer >= {low}")
+
+
+def number(low, below=None):
+    """A finite number >= low (and < below when given)."""
+    def allowed(v):
+        return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and v >= low and (below is None or v < below))
+    return Rule(allowed, f"a number >= {low}" if below is None else f"in [{low}, {below})")
+
+
+def one_of(choices):
+    choices = tuple(choices)
+    return Rule(lambda v: v in choices, "one of " + ", ".join(choices), choices)
+
+
+BOOLEAN = Rule(lambda v: isinstance(v, bool), "true or false")
+
+
+def option(default, help, rule, *, resumable=False):
+    """One option: a dataclass field carrying its help text and its rule in its metadata."""
+    return field(default=default, metadata=dict(help=help, rule=rule, resumable=resumable))
+
+
+def flag_name(name):
+    """The command-line flag of a field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def validate_options(options):
+    """ValueError naming the first option out of its rule, by its command-line flag."""
+    for f in fields(options):
+        rule, value = f.metadata["rule"], getattr(options, f.name)
+        if not rule(value):
+            raise ValueError(f"{flag_name(f.name)} must be {rule.describe}, got {value!r}")
+
+
+def _shown(default):
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
+
+
+def add_option_flags(parser, options_class):
+    """Add one flag per field of ``options_class`` to ``parser``; returns the field names.
+
+    Every flag's parsed default is None, so ``given_options`` can tell what was
+    typed from what was not (a resumed run keeps its stored values).
+    """
+    names = []
+    for f in fields(options_class):
+        if f.default is MISSING:
+            raise TypeError(f"{options_class.__name__}.{f.name} needs a default to be a flag")
+        rule = f.metadata["rule"]
+        text = f"{f.metadata['help']} (default: {_shown(f.default)})".replace("%", "%%")
+        kwargs = dict(dest=f.name, default=None, help=text)
+        if isinstance(f.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif rule.choices is not None:
+            kwargs["choices"] = rule.choices
+        else:
+            kwargs["type"] = type(f.default)
+        parser.add_argument(flag_name(f.name), **kwargs)
+        names.append(f.name)
+    return names
+
+
+def given_options(args, options_class):
+    """{field: value} for the flags of ``options_class`` given on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(options_class)
+            if getattr(args, f.name, None) is not None}
+
+
+@dataclass
+class TrainOptions:
+    """Everything that defines a run; the defaults are the main job on the built-in data."""
+
+    data: str = option("synthetic", "'synthetic' (built in) or a folder with images/ and masks/",
+                       Rule(lambda v: isinstance(v, str) and v != "", "'synthetic' or a folder"))
+    epochs: int = option(30, "epochs to train (on resume: the new total)", integer(1),
+                         resumable=True)
+    batch_size: int = option(8, "tiles per SGD step", integer(1))
+    lr: float = option(0.05, "base learning rate", number(0))
+    momentum: float = option(0.9, "SGD momentum (the paper used 0.99)", number(0, 1))
+    weight_decay: float = option(0.0, "L2 weight decay", number(0))
+    schedule: str = option("cosine", "learning-rate schedule", one_of(SCHEDULES))
+    warmup_steps: int = option(20, "linear warm-up steps", integer(0))
+    base_channels: int = option(16, "channels of the first level", integer(1))
+    depth: int = option(3, "number of 2x2 poolings", integer(1))
+    padding: str = option("same", "valid (the paper's) or same", one_of(PADDINGS))
+    batch_norm: bool = option(True, "batch norm after convs", BOOLEAN)
+    dropout: float = option(0.0, "dropout at the end of the contracting path", number(0, 1))
+    tile: int = option(64, "output edge of a training tile", integer(1))
+    val_fraction: float = option(0.2, "fraction of images held out for validation",
+                                 number(0, 1))
+    weight_map: bool = option(False, "weight pixels by the paper's border weight map (Eq. 2)",
+                              BOOLEAN)
+    augment: bool = option(True, "flips, rotations, elastic deformation, intensity jitter",
+                           BOOLEAN)
+    seed: int = option(0, "seed of weights, split, tiles and augmentation", integer(0))
+    backend: str = option("numpy", "array module", one_of(BACKENDS), resumable=True)
+    num_samples: int = option(160, "images in the synthetic dataset", integer(1))
+    image_size: int = option(96, "edge of the synthetic images", integer(1))
+    trace: bool = option(False, "record per-layer activation, gradient and update norms: "
+                         "trace.csv, gradient_flow.png", BOOLEAN, resumable=True)
+
+    def validate(self):
+        """ValueError naming the first option out of range, by its command-line flag."""
+        validate_options(self)
+
+    def model_config(self, dataset):
+        return dict(in_channels=dataset.in_channels, num_classes=dataset.num_classes,
+                    base_channels=self.base_channels, depth=self.depth, padding=self.padding,
+                    batch_norm=self.batch_norm, dropout=self.dropout)
+
+
+# the options a resumed run may change: they change neither the model nor the data
+RESUMABLE_OPTIONS = tuple(f.name for f in fields(TrainOptions) if f.metadata["resumable"])
+
+
+def resumed_options(stored, given, run_dir):
+    """The ``stored`` options (a dict, as a checkpoint holds them) with the ``given``
+    RESUMABLE_OPTIONS applied, validated.
+
+    Any other option given must equal the stored one: resuming continues the
+    same model on the same data, so a ValueError names every option that differs.
+    """
+    known = {f.name for f in fields(TrainOptions)}
+    options = TrainOptions(**{k: v for k, v in stored.items() if k in known})
+    changed = [f"{flag_name(k)} (the run has {getattr(options, k)!r}, got {v!r})"
+               for k, v in given.items() if k not in RESUMABLE_OPTIONS and
+               v != getattr(options, k)]
+    if changed:
+        allowed = ", ".join(flag_name(k) for k in RESUMABLE_OPTIONS)
+        raise ValueError(f"--resume {run_dir} cannot change {'; '.join(changed)}; only "
+                         f"{allowed} may change (start a new run with --out for the others)")
+    options = replace(options, **{k: v for k, v in given.items() if k in RESUMABLE_OPTIONS})
+    options.validate()
+    return options
