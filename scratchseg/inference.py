@@ -1,12 +1,14 @@
-"""Using a trained model: load it from its file, predict masks for images, evaluate on a folder."""
+"""Using a trained model: load it from its file, predict masks for images, evaluate on a folder.
+
+Inference keeps no caches: ``load_trained`` returns the model in eval mode and
+every forward goes through ``predict_logits``, which runs under ``no_grad()``.
+"""
 
 from pathlib import Path
 
 import numpy
 from PIL import Image
 
-from scratchseg.fileio import atomic_path
-from scratchseg.training.checkpoint import drop_batch_norm_counters, load_model
 from scratchseg.data import (
     FolderDataset,
     mask_png_dtype,
@@ -14,6 +16,7 @@ from scratchseg.data import (
     read_image,
     write_mask_png,
 )
+from scratchseg.fileio import atomic_path
 from scratchseg.metrics import (
     confusion_matrix,
     dice_per_class,
@@ -23,6 +26,7 @@ from scratchseg.metrics import (
     pixel_accuracy,
 )
 from scratchseg.nn import UNet
+from scratchseg.training.checkpoint import drop_batch_norm_counters, load_model
 from scratchseg.training.plots import overlay
 
 
@@ -35,7 +39,11 @@ def load_trained(path, backend="numpy"):
 
 
 def predict_mask(model, image, class_values, tile=None):
-    """The predicted mask of a host image (C, H, W), in the original mask values."""
+    """The predicted mask of a host image (C, H, W), in the original mask values.
+
+    The forwards run under ``no_grad()`` (in ``predict_logits``); pass a model in
+    eval mode, as ``load_trained`` returns it.
+    """
     if image.shape[0] != model.config["in_channels"]:
         raise ValueError(f"the model takes {model.config['in_channels']}-channel images, "
                          f"got {image.shape[0]} channels")

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from scratchseg.backend import to_device, to_numpy
+from scratchseg.grad_mode import no_grad
 
 DEFAULT_OUTPUT_TILE = 192
 _MAX_SIZE_STEPS = 10_000
@@ -88,7 +89,9 @@ def predict_logits(model, image, tile=None, batch_size=4):
     on ``model.device`` and are stitched on the pooling grid (see
     tile_geometry), so for a valid network the result equals one pass over the
     whole mirror-padded image, whatever the tile size (to float rounding; for a
-    same-padded network too). Put the model in eval mode first.
+    same-padded network too). The forwards run under ``no_grad()``: no layer
+    keeps a cache for a backward (its result is bitwise the same). Put the model
+    in eval mode first (``load_trained`` and the training loop's ``evaluate`` do).
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
@@ -108,7 +111,8 @@ def predict_logits(model, image, tile=None, batch_size=4):
     for first in range(0, len(corners), batch_size):
         batch = corners[first : first + batch_size]
         x = np.stack([context[:, y : y + size_in, x : x + size_in] for y, x in batch])
-        out = to_numpy(model.forward(to_device(x, model.device)))
+        with no_grad():
+            out = to_numpy(model.forward(to_device(x, model.device)))
         if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[2:] != (size_out, size_out):
             raise ValueError(
                 f"predict_logits: model.forward on {x.shape} must return (N, K, {size_out}, "

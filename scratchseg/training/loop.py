@@ -39,6 +39,7 @@ from scratchseg.data.batches import DROPOUT_STREAM, SPLIT_STREAM
 from scratchseg.fileio import atomic_write_text
 from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.functional.loss import NonFiniteError
+from scratchseg.grad_mode import no_grad
 from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
 from scratchseg.nn import UNet
 from scratchseg.nn.optim import SGD, make_schedule
@@ -125,6 +126,8 @@ def training_step(model, optimizer, x, labels, weight_map=None, *,
 def evaluate(model, dataset, *, tile=None, communicator=ONE_PROCESS):
     """Whole-image overlap-tile inference: (loss, confusion matrix, {index: prediction}).
 
+    The model runs in eval mode under ``no_grad()`` and is left in training mode.
+
     With several processes each takes every size-th image and the loss and
     confusion matrix are summed across them; predictions stay local.
     """
@@ -132,13 +135,15 @@ def evaluate(model, dataset, *, tile=None, communicator=ONE_PROCESS):
     num_classes = dataset.num_classes
     cm = numpy.zeros((num_classes, num_classes), dtype=numpy.int64)
     sums, predictions = numpy.zeros(2), {}
-    for i in shard(range(len(dataset)), communicator.rank, communicator.size):
-        sample = dataset[i]
-        logits = predict_logits(model, sample.image, tile=tile)
-        loss, _ = softmax_cross_entropy_forward(logits[None], sample.mask[None], reduction="sum")
-        sums += (float(loss), sample.mask.size)
-        predictions[i] = logits.argmax(axis=0)
-        cm += confusion_matrix(predictions[i], sample.mask, num_classes)
+    with no_grad():  # forwards only: no layer (nor the loss) keeps a cache
+        for i in shard(range(len(dataset)), communicator.rank, communicator.size):
+            sample = dataset[i]
+            logits = predict_logits(model, sample.image, tile=tile)
+            loss, _ = softmax_cross_entropy_forward(logits[None], sample.mask[None],
+                                                    reduction="sum")
+            sums += (float(loss), sample.mask.size)
+            predictions[i] = logits.argmax(axis=0)
+            cm += confusion_matrix(predictions[i], sample.mask, num_classes)
     communicator.allreduce(cm)
     communicator.allreduce(sums)
     model.train()
