@@ -59,7 +59,7 @@ RUNNABLE = ("python", "gpu")
 GPU_REASON = "needs CuPy and a CUDA device (scratchseg.backend.cupy_available() is False)"
 
 EXPECTED_BLOCKS = {
-    "backprop.md": {"python": 17, "text": 1},
+    "backprop.md": {"python": 19, "text": 1},
     "gpu.md": {"python": 7, "gpu": 4},
     "gradcheck.md": {"python": 12},
     "performance.md": {"python": 3, "shell": 2},
