@@ -33,7 +33,7 @@ def checkout(path):
     try:
         bench.worker_module(root)
     except FileNotFoundError as error:
-        raise SystemExit(f"compare_versions: {error} (make one with git worktree add)")
+        raise SystemExit(f"compare_versions: {error} (make one with git worktree add)") from None
     return root
 
 

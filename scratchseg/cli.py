@@ -113,11 +113,12 @@ def _summary(args):
 
 
 def _bench(args):
-    from scratchseg.tools.bench import main_from_args
+    from scratchseg.tools.bench import main_from_args, model_options
 
     return main_from_args(args.backend, args.compare, args.json, which=args.which,
                           quick=args.quick, repeats=args.repeats, warmup=args.warmup,
-                          rounds=args.rounds, threads=args.threads)
+                          rounds=args.rounds, threads=args.threads, engine=args.engine,
+                          **model_options(args))
 
 
 def build_parser():

@@ -127,19 +127,68 @@ def test_step_table_puts_each_phase_beside_torch():
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
-def test_torch_unet_is_the_same_network():
+@pytest.mark.parametrize("padding, batch_norm, size", [("same", False, 16), ("valid", True, 44)])
+def test_both_workers_build_the_same_network(padding, batch_norm, size):
+    """The benchmark's PyTorch side is the tests' oracle, scratchseg/tools/torch_unet.py, built
+    from the same config: the same parameters, and logits of the same size."""
     import torch
 
-    from scratchseg.nn import UNet
+    config = bench.model_config(quick=True, padding=padding, batch_norm=batch_norm,
+                                input_size=size)
+    ours = bench_worker._Framework("scratchseg", "numpy").model(config)
+    theirs = bench_worker._Framework("torch", "numpy").model(config)
+    assert [(name, tuple(a.shape)) for name, a in ours.parameters()] == \
+        [(name, tuple(p.shape)) for name, p in theirs.named_parameters()]
+    out = bench.output_size(config)
+    x = torch.zeros(1, config["in_channels"], size, size)
+    assert tuple(theirs(x).shape) == (1, config["num_classes"], out, out)
+    assert out == (size if padding == "same" else size - 40)
 
-    config = bench.reference_config(quick=True)
-    ours = UNet(config["in_channels"], config["num_classes"], config["base_channels"],
-                config["depth"], padding="same")
-    theirs = bench_worker.build_torch_unet(config)
-    assert sorted(tuple(a.shape) for _, a in ours.parameters()) == \
-        sorted(tuple(p.shape) for p in theirs.parameters())
-    x = torch.zeros(1, config["in_channels"], config["size"], config["size"])
-    assert tuple(theirs(x).shape) == (1, config["num_classes"], config["size"], config["size"])
+
+def test_the_model_options_shape_the_ops_and_the_step():
+    """The paper's network: valid padding shrinks every map and crops the skips; its
+    convolutions' FLOPs still add up to the summary's."""
+    config = bench.model_config(base_channels=64, depth=4, padding="valid", input_size=572)
+    specs = {(s["name"], s["shape"]) for s in bench.op_specs(config)}
+    assert ("conv2d", "1x1x572x572 -> 64, 3x3 p0") in specs
+    assert ("concat", "1x64x568x568 + 1x64x392x392") in specs  # 88 px cropped per side
+    assert ("softmax_cross_entropy", "1x2x388x388") in specs
+    step = bench.step_gflops(config)
+    conv = sum(s["flops"] * s["count"] for s in bench.op_specs(config) if s["flops"]) / 1e9
+    assert 3 * conv == pytest.approx(step, rel=2e-3)
+    with_bn = bench.op_specs(bench.model_config(quick=True, batch_norm=True))
+    convs = [s for s in with_bn if s["name"] == "conv2d" and "3x3" in s["shape"]]
+    norms = [s for s in with_bn if s["name"] == "batch_norm2d"]
+    assert sum(s["count"] for s in convs) == sum(s["count"] for s in norms)
+    assert all(not s["args"]["bias"] for s in convs)
+    assert "valid, batch norm" in bench.step_label(dict(config, batch_norm=True))
+
+
+def test_bad_model_options_are_refused_with_the_sizes_that_work():
+    with pytest.raises(ValueError, match="nearest valid sizes: 556 and 572"):
+        bench.model_config(depth=4, padding="valid", input_size=570)
+    with pytest.raises(ValueError, match="--base-channels must be an integer >= 1"):
+        bench.model_config(base_channels=0)
+    with pytest.raises(ValueError, match="engine"):
+        bench.run("numpy", "none", engine="turbo")
+
+
+def test_quick_inference_and_engine_reach_the_records(capsys):
+    """--which infer: one forward without caches per framework, its own process's peak RSS,
+    the engine and the model's config in every record, and a table."""
+    compare = "torch" if HAS_TORCH else "none"
+    assert bench.main_from_args("numpy", compare, which="infer", quick=True,
+                                engine="reference", padding="valid", input_size=44) == 0
+    out = capsys.readouterr().out
+    assert "| U-Net inference (eval, no_grad): 1x1x44x44, base 4, depth 2, valid" in out
+    assert "(numpy, reference engine)" in out
+    records, _ = bench.run("numpy", compare, which="infer", quick=True, engine="reference",
+                           batch_size=2)
+    assert {r["name"] for r in records} == {"unet_inference", "gemm"}
+    for r in records:
+        if r["name"] == "unet_inference":
+            assert r["peak_rss_mib"] > 0 and r["gflops"] > 0 and r["config"]["batch"] == 2
+            assert r["engine"] == ("reference" if r["framework"] == "scratchseg" else None)
 
 
 def test_bad_options_are_refused():

@@ -13,8 +13,8 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from scratchseg.fileio import atomic_path
 from scratchseg.data.dataset import Sample
+from scratchseg.fileio import atomic_path
 
 EXTENSIONS = (".png", ".tif", ".tiff")
 MAX_CLASSES = 256

@@ -3,8 +3,11 @@
 ``python -m scratchseg.tools.bench_worker FRAMEWORK --tasks step,ops --out FILE`` runs a GEMM
 block, the training step (its peak RSS read right after it, before any op benchmark
 allocates), every op of ``scratchseg.tools.bench.op_specs`` forward and backward, and a second
-GEMM block, then writes its records as JSON. ``scratchseg.tools.bench`` spawns it once per
-framework and round, so NumPy's OpenBLAS threads and PyTorch's never share a process.
+GEMM block, then writes its records as JSON. ``--tasks infer`` times one forward pass in
+eval mode without caches instead (in a process of its own: its peak RSS is its own).
+``--config JSON`` sets the model (default: the reference config). ``scratchseg.tools.bench``
+spawns it once per framework and round, so NumPy's OpenBLAS threads and PyTorch's never
+share a process.
 """
 
 import argparse
@@ -19,46 +22,11 @@ from scratchseg.tools.bench import (
     RECORD_KEYS,
     STEP_PHASES,
     op_specs,
+    output_size,
     reference_config,
     settings,
     step_label,
 )
-
-
-def build_torch_unet(config):
-    """The same U-Net (same padding) in torch.nn: what the PyTorch step benchmark trains."""
-    import torch
-    from torch import nn
-
-    def block(c_in, c):
-        return nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
-
-    widths = [config["base_channels"] * 2**level for level in range(config["depth"] + 1)]
-
-    class TorchUNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder = nn.ModuleList(block(c_in, c) for c_in, c in
-                                         zip([config["in_channels"]] + widths[:-2], widths[:-1]))
-            self.bottleneck = block(widths[-2], widths[-1])
-            self.ups = nn.ModuleList(nn.ConvTranspose2d(2 * c, c, 2, stride=2)
-                                     for c in widths[-2::-1])
-            self.decoder = nn.ModuleList(block(2 * c, c) for c in widths[-2::-1])
-            self.head = nn.Conv2d(widths[0], config["num_classes"], 1)
-
-        def forward(self, x):
-            skips = []
-            for encode in self.encoder:
-                x = encode(x)
-                skips.append(x)
-                x = nn.functional.max_pool2d(x, 2)
-            x = self.bottleneck(x)
-            for up, decode, skip in zip(self.ups, self.decoder, reversed(skips)):
-                x = decode(torch.cat([skip, up(x)], dim=1))
-            return self.head(x)
-
-    return TorchUNet()
 
 
 def _peak_rss_mib():
@@ -109,10 +77,13 @@ class _Framework:
                 torch.backends.cudnn.allow_tf32 = False
                 torch.backends.cuda.matmul.allow_tf32 = False
             self.sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+            self.engine = None
         else:
             from scratchseg.backend import check_backend, synchronize
+            from scratchseg.ops import current_engine
 
             check_backend(backend)
+            self.engine = "reference" if backend == "cupy" else current_engine()
             self.library = f"{backend} {sys.modules.get(backend, numpy).__version__}"
             self.threads = None if backend == "cupy" else _blas_threads()
             self.sync = lambda: synchronize(backend)
@@ -141,10 +112,15 @@ class _Framework:
             c_in, c_out = a["c_in"], a["c_out"]
             w_shape = (c_out, c_in, k, k) if name == "conv2d" else (c_in, c_out, k, k)
             inputs = (self.array(n, c_in, s, s), self.array(*w_shape, scale=(2 / c_in) ** 0.5),
-                      self.array(c_out, scale=0.1))
+                      self.array(c_out, scale=0.1) if a.get("bias", True) else None)
             options = dict(padding=a["pad"]) if name == "conv2d" else dict(stride=2)
         elif name == "concat":
-            inputs, options = (self.array(n, a["c"], s, s), self.array(n, a["c"], s, s)), {}
+            skip = a.get("skip", s)
+            inputs, options = (self.array(n, a["c"], skip, skip), self.array(n, a["c"], s, s)), {}
+        elif name == "batch_norm2d":
+            c = a["c"]
+            inputs = (self.array(n, c, s, s), self.array(c), self.array(c))
+            options = {}
         elif name == "softmax_cross_entropy":
             inputs, options = (self.array(n, a["c"], s, s),), {}
             labels = self.labels(a["c"], n, s, s)
@@ -153,10 +129,13 @@ class _Framework:
             options = dict(kernel_size=2) if name == "max_pool2d" else {}
         if self.name == "torch":
             return self._torch_op(name, inputs, options, labels)
-        from scratchseg import functional as F
+        from scratchseg import ops
 
-        fwd = getattr(F, f"{name}_forward")
-        bwd = getattr(F, f"{name}_backward")
+        fwd = getattr(ops, f"{name}_forward")
+        bwd = getattr(ops, f"{name}_backward")
+        if name == "batch_norm2d":
+            stats = (self.array(a["c"], grad=False) * 0, self.array(a["c"], grad=False) * 0 + 1)
+            inputs = (*inputs, *stats)
         if name == "softmax_cross_entropy":
             forward = lambda: fwd(inputs[0], labels)  # noqa: E731
             _, cache = forward()
@@ -168,24 +147,30 @@ class _Framework:
 
     def _torch_op(self, name, inputs, options, labels):
         torch, F = self.torch, self.torch.nn.functional
+        def crop_cat(skip, x):
+            top = (skip.shape[2] - x.shape[2]) // 2
+            return torch.cat([skip[:, :, top:top + x.shape[2], top:top + x.shape[3]], x], dim=1)
+
         fn = {"conv2d": F.conv2d, "conv_transpose2d": F.conv_transpose2d,
-              "max_pool2d": F.max_pool2d, "relu": F.relu,
-              "concat": lambda skip, x: torch.cat([skip, x], dim=1),
+              "max_pool2d": F.max_pool2d, "relu": F.relu, "concat": crop_cat,
+              "batch_norm2d": lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True),
               "softmax_cross_entropy": lambda z: F.cross_entropy(z, labels)}[name]
         forward = lambda: fn(*inputs, **options)  # noqa: E731  (a graph, as in training)
         y = forward()
         dy = None if y.ndim == 0 else torch.randn_like(y)
-        return forward, lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True)
+        wanted = [t for t in inputs if t is not None]
+        return forward, lambda: torch.autograd.grad(y, wanted, dy, retain_graph=True)
 
     def step(self, config, lr):
         """A training-step callable (zero_grad, forward, loss, backward, SGD with momentum
         0.99), and the list to which each call appends its STEP_PHASES' times in ms:
         zero_grad, forward and loss; their backward; the SGD update (the device
         synchronised after each)."""
-        n, c, s = config["batch"], config["in_channels"], config["size"]
-        x, labels = self.array(n, c, s, s, grad=False), self.labels(config["num_classes"], n, s, s)
+        model = self.model(config)
+        n, c, s, out = config["batch"], config["in_channels"], config["size"], output_size(config)
+        x = self.array(n, c, s, s, grad=False)
+        labels = self.labels(config["num_classes"], n, out, out)
         if self.name == "torch":
-            model = build_torch_unet(config).to(self.device)
             opt = self.torch.optim.SGD(model.parameters(), lr=lr, momentum=0.99)
 
             def forward():
@@ -195,20 +180,17 @@ class _Framework:
             def backward(loss):
                 loss.backward()
         else:
-            from scratchseg import functional as F
-            from scratchseg.nn import UNet
-            from scratchseg.nn.optim import SGD
+            from scratchseg import ops
+            from scratchseg.nn import SGD
 
-            model = UNet(c, config["num_classes"], config["base_channels"], config["depth"],
-                         padding="same", backend=self.backend)
             opt = SGD(model, lr=lr, momentum=0.99)
 
             def forward():
                 model.zero_grad()
-                return F.softmax_cross_entropy_forward(model.forward(x), labels)[1]
+                return ops.softmax_cross_entropy_forward(model.forward(x), labels)[1]
 
             def backward(loss_cache):
-                dlogits = F.softmax_cross_entropy_backward(1.0, loss_cache)
+                dlogits = ops.softmax_cross_entropy_backward(1.0, loss_cache)
                 model.backward(dlogits, input_grad=False)
 
         phase_times = []
@@ -229,6 +211,36 @@ class _Framework:
 
         return step, phase_times
 
+    def model(self, config):
+        """The U-Net of ``config`` in training mode: scratchseg's, or its PyTorch oracle."""
+        options = dict(in_channels=config["in_channels"], num_classes=config["num_classes"],
+                       base_channels=config["base_channels"], depth=config["depth"],
+                       padding=config["padding"], batch_norm=config["batch_norm"])
+        if self.name == "torch":
+            from scratchseg.tools.torch_unet import TorchUNet
+
+            return TorchUNet(**options).to(self.device)
+        from scratchseg.nn import UNet
+
+        return UNet(**options, backend=self.backend)
+
+    def inference(self, config):
+        """A callable running one forward pass in eval mode without caches."""
+        model = self.model(config).eval()
+        n, c, s = config["batch"], config["in_channels"], config["size"]
+        x = self.array(n, c, s, s, grad=False)
+        if self.name == "torch":
+            def forward():
+                with self.torch.no_grad():
+                    return model(x)
+        else:
+            import scratchseg
+
+            def forward():
+                with scratchseg.no_grad():
+                    return model.forward(x)
+        return forward
+
     def gemm(self, size):
         a, b = self.array(size, size, grad=False), self.array(size, size, grad=False)
         return (lambda: self.torch.mm(a, b)) if self.name == "torch" else (lambda: a @ b)
@@ -246,7 +258,8 @@ class _Framework:
         rec.update(name=name, framework=self.name, shape=shape, times_ms=times,
                    median_ms=statistics.median(times), min_ms=min(times), repeats=len(times),
                    warmup=warmup, backend="torch" if self.name == "torch" else self.backend,
-                   device=self.device, library=self.library, threads=self.threads, **extra)
+                   device=self.device, library=self.library, threads=self.threads,
+                   engine=self.engine, **extra)
         rec["pass"] = pass_
         return rec
 
@@ -263,14 +276,18 @@ def _log(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None, lr=1e-3):
-    """Run ``tasks`` ("step", "ops") for one framework in this process; return its result.
+def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None, lr=1e-3,
+               config=None):
+    """Run ``tasks`` ("step", "ops", "infer") for one framework in this process; return its
+    result.
 
-    Order: a GEMM block, the step (its peak RSS read right after it, before any op
-    benchmark allocates), the ops, a second GEMM block. Returns {"records": [...],
+    Order: a GEMM block, the inference (its peak RSS read right after it), the step
+    (likewise, before any op benchmark allocates), the ops, a second GEMM block.
+    ``config``: the model (default: the reference config). Returns {"records": [...],
     "skipped": None or a reason}.
     """
-    config, opts = reference_config(quick), settings(quick, repeats, warmup)
+    config = config or reference_config(quick)
+    opts = settings(quick, repeats, warmup)
     if framework == "torch" and backend == "cupy":
         import torch
 
@@ -281,12 +298,20 @@ def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None
     import_rss = _peak_rss_mib()
     gemm_times = _time_calls(fw.gemm(opts["gemm_n"]), fw.sync, max(3, opts["op_repeats"]),
                              max(1, warm))
+    if "infer" in tasks:
+        times = _time_calls(fw.inference(config), fw.sync, opts["step_repeats"], warm)
+        records.append(fw.record(
+            "unet_inference", "forward", step_label(config), times, warm, count=1,
+            config=config, peak_rss_mib=_peak_rss_mib(), import_rss_mib=import_rss,
+            peak_device_mib=fw.device_peak_mib()))
+        _log(f"{tag} unet_inference {records[-1]['median_ms']:.1f} ms, peak RSS "
+             f"{records[-1]['peak_rss_mib']:.0f} MiB")
     if "step" in tasks:
         step, phase_times = fw.step(config, lr)
         times = _time_calls(step, fw.sync, opts["step_repeats"], warm)
         records.append(fw.record(
             "unet_train_step", "step", step_label(config), times, warm, count=1,
-            peak_rss_mib=_peak_rss_mib(), import_rss_mib=import_rss,
+            config=config, peak_rss_mib=_peak_rss_mib(), import_rss_mib=import_rss,
             peak_device_mib=fw.device_peak_mib()))
         _log(f"{tag} unet_train_step {records[-1]['median_ms']:.1f} ms")
         timed_calls = phase_times[warm:]
@@ -325,9 +350,10 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--config", type=json.loads, default=None, help="the model, as JSON")
     args = parser.parse_args(argv)
     result = run_worker(args.framework, args.backend, args.tasks.split(","), args.quick,
-                        args.repeats, args.warmup, args.lr)
+                        args.repeats, args.warmup, args.lr, args.config)
     with open(args.out, "w") as f:
         json.dump(result, f)
     return 0

@@ -16,7 +16,6 @@ leaves a half-written file.
 
 import json
 import os
-from pathlib import Path
 
 import numpy
 from safetensors import SafetensorError, safe_open
