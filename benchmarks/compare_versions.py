@@ -3,7 +3,7 @@ made it faster on a machine whose speed drifts by more than the change.
 
     git worktree add /tmp/before ec1492d
     python benchmarks/compare_versions.py /tmp/before . --pairs 8 [--repeats 6]
-                                          [--quick] [--json FILE]
+                                          [--quick] [--engine fast|reference] [--json FILE]
 
 Each pair runs the reference U-Net's training step (`scratchseg bench --which step`
 without PyTorch) once in a process importing the BEFORE checkout and once in a process
@@ -11,7 +11,10 @@ importing the AFTER checkout, one right after the other, and takes the ratio of 
 medians. Drift from elsewhere on a shared machine lasts seconds to minutes, so it
 reaches both halves of a pair alike; the median of the pairs' ratios is the change's
 effect. Each checkout runs its own benchmark worker (`python -m
-scratchseg.tools.bench_worker`), so both must have one.
+scratchseg.tools.bench_worker`), so both must have one; only options that every worker
+knows are passed, so a checkout from before the model options (`--input-size`, ...) can
+be the BEFORE side. `--engine` sets SCRATCHSEG_ENGINE for the AFTER side only (checkouts
+from before the two engines have one engine and ignore it).
 """
 
 import argparse
@@ -37,18 +40,21 @@ def checkout(path):
     return root
 
 
-def step_median_ms(root, repeats=None, quick=False):
-    """One process importing ``root``'s scratchseg: its training step's median in ms."""
+def step_median_ms(root, repeats=None, quick=False, engine=None):
+    """One process importing ``root``'s scratchseg: its training step's median in ms.
+    ``engine``: SCRATCHSEG_ENGINE for that process (default: the environment's)."""
     result = bench.spawn_worker("scratchseg", "numpy", ["step"], quick, repeats, None, 1e-3,
-                                package_root=str(root))
+                                package_root=str(root), engine=engine)
     return next(r["median_ms"] for r in result["records"] if r["name"] == "unet_train_step")
 
 
-def compare(before, after, pairs=8, repeats=None, quick=False):
-    """[(before_ms, after_ms), ...] for ``pairs`` back-to-back pairs of processes."""
+def compare(before, after, pairs=8, repeats=None, quick=False, engine=None):
+    """[(before_ms, after_ms), ...] for ``pairs`` back-to-back pairs of processes;
+    ``engine`` for the AFTER side only."""
     results = []
     for k in range(pairs):
-        pair = (step_median_ms(before, repeats, quick), step_median_ms(after, repeats, quick))
+        pair = (step_median_ms(before, repeats, quick),
+                step_median_ms(after, repeats, quick, engine))
         results.append(pair)
         print(f"pair {k + 1}: before {pair[0]:.0f} ms, after {pair[1]:.0f} ms, "
               f"ratio {pair[1] / pair[0]:.3f}", flush=True)
@@ -72,12 +78,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed steps per process (default 5)")
     parser.add_argument("--quick", action="store_true", help="a tiny U-Net: a smoke test")
+    parser.add_argument("--engine", choices=bench.ENGINES, default=None,
+                        help="SCRATCHSEG_ENGINE of the AFTER side only (default: the "
+                             "environment's, on both sides)")
     parser.add_argument("--json", metavar="FILE", help="write the pairs and medians here")
     args = parser.parse_args(argv)
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
     result = summary(compare(checkout(args.before), checkout(args.after), args.pairs,
-                             args.repeats, args.quick))
+                             args.repeats, args.quick, args.engine))
     print(f"median step: before {result['before_median_ms']:.0f} ms, after "
           f"{result['after_median_ms']:.0f} ms; median of the pairs' ratios "
           f"{result['median_ratio']:.3f} (after / before)")

@@ -54,7 +54,8 @@ def test_quick_run_end_to_end(tmp_path, capsys):
         for op in ("conv2d", "conv_transpose2d", "max_pool2d", "relu", "concat",
                    "softmax_cross_entropy"):
             assert {(op, "forward"), (op, "backward")} <= names
-        assert {("unet_train_step", "step"), ("gemm", "forward")} <= names
+        assert {("unet_train_step", "step"), ("gemm", "forward"),
+                ("unet_inference", "forward")} <= names
         step = next(r for r in own if r["name"] == "unet_train_step")
         assert step["peak_rss_mib"] > 0 and step["gflops"] > 0
         assert step["frac_gemm_peak"] > 0 and step["median_ms"] > 0
@@ -66,6 +67,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
         _check_step_phases(own, step)
     assert "| op | shape |" in out and "| conv2d fwd | 1x1x16x16 -> 4, 3x3 p1 |" in out
     assert "| U-Net train step:" in out and "| peak RSS MiB |" in out
+    assert "| U-Net inference (eval, no_grad): 1x1x16x16" in out
     assert "| median ms: zero_grad, forward, loss |" in out and "| median ms: SGD update |" in out
     assert "GEMM peak:" in out and "sum × count, backward" in out
 
@@ -164,6 +166,29 @@ def test_the_model_options_shape_the_ops_and_the_step():
     assert "valid, batch norm" in bench.step_label(dict(config, batch_norm=True))
 
 
+@pytest.mark.parametrize("framework", ["scratchseg"] + (["torch"] if HAS_TORCH else []))
+def test_every_op_of_the_valid_network_runs_at_its_sizes(framework):
+    """The op benchmarks take the sizes of the specs: valid convolutions shrink, a concat's
+    skip is the larger encoder map (its gradient has the skip's shape), a convolution
+    before batch norm has no bias."""
+    config = bench.model_config(quick=True, padding="valid", input_size=44, batch_norm=True)
+    fw = bench_worker._Framework(framework, "numpy")
+    for spec in bench.op_specs(config):
+        forward, backward = fw.op(spec)
+        y, grads = forward(), backward()
+        y = y[0] if isinstance(y, tuple) else y
+        a = spec["args"]
+        if spec["name"] == "conv2d":
+            edge = a["s"] + 2 * a["pad"] - a["k"] + 1
+            assert tuple(y.shape) == (a["n"], a["c_out"], edge, edge)
+            assert len([g for g in grads if g is not None]) == 2 + a["bias"]
+        if spec["name"] == "concat":
+            n, c, skip, s = a["n"], a["c"], a["skip"], a["s"]
+            assert spec["shape"] == f"{n}x{c}x{skip}x{skip} + {n}x{c}x{s}x{s}" and skip > s
+            assert tuple(grads[0].shape) == (n, c, skip, skip)
+            assert tuple(y.shape) == (n, 2 * c, s, s)
+
+
 def test_bad_model_options_are_refused_with_the_sizes_that_work():
     with pytest.raises(ValueError, match="nearest valid sizes: 556 and 572"):
         bench.model_config(depth=4, padding="valid", input_size=570)
@@ -173,22 +198,76 @@ def test_bad_model_options_are_refused_with_the_sizes_that_work():
         bench.run("numpy", "none", engine="turbo")
 
 
-def test_quick_inference_and_engine_reach_the_records(capsys):
-    """--which infer: one forward without caches per framework, its own process's peak RSS,
-    the engine and the model's config in every record, and a table."""
+def test_quick_inference_and_engine_reach_the_records(tmp_path, capsys):
+    """--which infer: one forward per framework in a worker that runs nothing else (no GEMM
+    block before it), the engine and the model's config in every record, and a table."""
     compare = "torch" if HAS_TORCH else "none"
-    assert bench.main_from_args("numpy", compare, which="infer", quick=True,
-                                engine="reference", padding="valid", input_size=44) == 0
+    path = tmp_path / "infer.json"
+    assert bench.main_from_args("numpy", compare, str(path), which="infer", quick=True,
+                                engine="reference", padding="valid", input_size=44,
+                                batch_size=2, num_classes=3) == 0
     out = capsys.readouterr().out
-    assert "| U-Net inference (eval, no_grad): 1x1x44x44, base 4, depth 2, valid" in out
-    assert "(numpy, reference engine)" in out
-    records, _ = bench.run("numpy", compare, which="infer", quick=True, engine="reference",
-                           batch_size=2)
-    assert {r["name"] for r in records} == {"unet_inference", "gemm"}
+    assert "| U-Net inference (eval, no_grad): 2x1x44x44, base 4, depth 2, valid, 3 classes" \
+        in out
+    assert "(numpy, reference engine)" in out and "| peak RSS MiB |" in out
+    records = json.loads(path.read_text())
+    assert [r["name"] for r in records] == ["unet_inference"] * (2 if HAS_TORCH else 1)
     for r in records:
-        if r["name"] == "unet_inference":
-            assert r["peak_rss_mib"] > 0 and r["gflops"] > 0 and r["config"]["batch"] == 2
-            assert r["engine"] == ("reference" if r["framework"] == "scratchseg" else None)
+        assert r["peak_rss_mib"] >= r["import_rss_mib"] > 0 and r["gflops"] > 0
+        assert r["config"] == dict(bench.reference_config(quick=True), batch=2, size=44,
+                                   padding="valid", num_classes=3)
+        assert r["engine"] == ("reference" if r["framework"] == "scratchseg" else None)
+
+
+def _spy_models(fw, seen):
+    """Make ``fw`` build models that record (gradients enabled, training) at each forward."""
+    build = fw.model
+
+    def model(config):
+        net = build(config)
+        forward = net.forward
+
+        def spied(*args):
+            if fw.name == "torch":
+                seen.append((fw.torch.is_grad_enabled(), net.training))
+            else:
+                import scratchseg
+
+                seen.append((scratchseg.is_grad_enabled(), net.training))
+            return forward(*args)
+
+        net.forward = spied
+        return net
+
+    fw.model = model
+
+
+@pytest.mark.parametrize("framework", ["scratchseg"] + (["torch"] if HAS_TORCH else []))
+def test_inference_runs_in_eval_mode_without_gradients(framework):
+    fw = bench_worker._Framework(framework, "numpy")
+    seen = []
+    _spy_models(fw, seen)
+    forward = fw.inference(bench.model_config(quick=True, batch_norm=True))
+    logits = forward()
+    forward()
+    assert seen == [(False, False)] * 2
+    assert tuple(logits.shape) == (1, 2, 16, 16)
+    if framework == "torch":
+        assert not logits.requires_grad
+
+
+def test_inference_gets_a_worker_of_its_own(monkeypatch):
+    """Its peak RSS is the forward's: --which all runs it apart from the step and the ops."""
+    calls = []
+
+    def spawn(framework, backend, tasks, *args, **kwargs):
+        calls.append((framework, tuple(tasks), kwargs["config"]["depth"], kwargs["engine"]))
+        return {"records": [], "skipped": None}
+
+    monkeypatch.setattr(bench, "spawn_worker", spawn)
+    bench.run("numpy", "none", which="all", quick=True, rounds=2, depth=3, engine="fast")
+    assert calls == [("scratchseg", ("step", "ops"), 3, "fast"),
+                     ("scratchseg", ("infer",), 3, "fast")] * 2
 
 
 def test_bad_options_are_refused():
@@ -230,7 +309,8 @@ def test_scripts_parse_their_options(script):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for flag in ("--backend", "--compare", "--json", "--repeats", "--rounds", "--threads",
-                 "--quick"):
+                 "--quick", "--engine", "--input-size", "--batch-size", "--base-channels",
+                 "--depth", "--padding", "--batch-norm", "--no-batch-norm", "--num-classes"):
         assert flag in result.stdout
 
 
@@ -255,6 +335,22 @@ def test_compare_versions_pairs_two_checkouts(tmp_path, capsys):
     ratios = sorted(p["after_ms"] / p["before_ms"] for p in result["pairs"])
     assert result["median_ratio"] == pytest.approx(sum(ratios) / 2)
     assert "median of the pairs' ratios" in capsys.readouterr().out
+
+
+def test_compare_versions_sets_the_engine_of_the_after_side_only(monkeypatch, capsys):
+    compare_versions = _compare_versions()
+    calls = []
+
+    def spawn(framework, backend, tasks, quick, repeats, warmup, lr, **kwargs):
+        calls.append((kwargs["package_root"], kwargs.get("engine")))
+        record = dict(name="unet_train_step", median_ms=10.0)
+        return {"records": [record], "skipped": None}
+
+    monkeypatch.setattr(compare_versions.bench, "spawn_worker", spawn)
+    assert compare_versions.main([str(ROOT), str(ROOT), "--pairs", "2", "--engine",
+                                  "reference"]) == 0
+    assert [engine for _, engine in calls] == [None, "reference"] * 2
+    assert "median of the pairs' ratios 1.000" in capsys.readouterr().out
 
 
 def test_compare_versions_refuses_a_directory_without_scratchseg(tmp_path):

@@ -49,7 +49,8 @@ REFERENCE = dict(batch=1, in_channels=1, num_classes=2, base_channels=32, depth=
 QUICK = dict(REFERENCE, base_channels=4, depth=2, size=16)
 # the options that change the model, by their command-line names
 MODEL_OPTIONS = {"input_size": "size", "batch_size": "batch", "base_channels": "base_channels",
-                 "depth": "depth", "padding": "padding", "batch_norm": "batch_norm"}
+                 "depth": "depth", "padding": "padding", "batch_norm": "batch_norm",
+                 "in_channels": "in_channels", "num_classes": "num_classes"}
 COMPARES = ("torch", "none")
 WHICH = ("all", "ops", "step", "infer")
 ENGINES = ("fast", "reference")
@@ -78,7 +79,7 @@ def model_config(quick=False, **options):
             raise ValueError(f"bench: unknown model option {name!r}")
         if value is not None:
             config[MODEL_OPTIONS[name]] = value
-    for key in ("size", "batch", "base_channels", "depth"):
+    for key in ("size", "batch", "base_channels", "depth", "in_channels", "num_classes"):
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             flag = next(k for k, v in MODEL_OPTIONS.items() if v == key).replace("_", "-")
@@ -454,7 +455,8 @@ def _environment(records, backend):
     env = ", ".join(f"{k}={os.environ[k]}" for k in sorted(os.environ)
                     if k.startswith(("OPENBLAS", "OMP_", "MKL_", "MALLOC_")))
     return (f"backend {backend}; {'; '.join(libs)}; {os.cpu_count()} CPUs; "
-            f"BLAS and malloc env: {env or 'none set'}\n\nGEMM peak: {'; '.join(peaks)}")
+            f"BLAS and malloc env: {env or 'none set'}"
+            + (f"\n\nGEMM peak: {'; '.join(peaks)}" if peaks else ""))
 
 
 def main_from_args(backend="numpy", compare="torch", json_path=None, *, which="all",
@@ -513,6 +515,11 @@ def add_arguments(parser, which=True):
                        help="valid (the paper's) or same")
     model.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                        help="batch norm after every 3x3 convolution")
+    model.add_argument("--in-channels", type=int, default=None,
+                       help="channels of the input image (default 1)")
+    model.add_argument("--num-classes", type=int, default=None,
+                       help="classes of the logits (default 2; the built-in synthetic data "
+                            "has 4)")
     if which:
         parser.add_argument("--which", choices=WHICH, default="all",
                             help="step, ops, infer (one forward without caches), or all")

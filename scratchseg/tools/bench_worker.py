@@ -4,7 +4,8 @@
 block, the training step (its peak RSS read right after it, before any op benchmark
 allocates), every op of ``scratchseg.tools.bench.op_specs`` forward and backward, and a second
 GEMM block, then writes its records as JSON. ``--tasks infer`` times one forward pass in
-eval mode without caches instead (in a process of its own: its peak RSS is its own).
+eval mode without caches instead, and no GEMM (the parent runs it in a process of its
+own, so its peak RSS is the model's and the forward's).
 ``--config JSON`` sets the model (default: the reference config). ``scratchseg.tools.bench``
 spawns it once per framework and round, so NumPy's OpenBLAS threads and PyTorch's never
 share a process.
@@ -281,8 +282,10 @@ def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None
     """Run ``tasks`` ("step", "ops", "infer") for one framework in this process; return its
     result.
 
-    Order: a GEMM block, the inference (its peak RSS read right after it), the step
-    (likewise, before any op benchmark allocates), the ops, a second GEMM block.
+    Order: the inference (its peak RSS read right after it, before anything else
+    allocates), a GEMM block, the step (its peak RSS read likewise, before any op benchmark
+    allocates), the ops, a second GEMM block. The GEMM blocks run only with "step" or
+    "ops" (an inference alone has none: its peak RSS is the forward's and the model's).
     ``config``: the model (default: the reference config). Returns {"records": [...],
     "skipped": None or a reason}.
     """
@@ -296,9 +299,7 @@ def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None
     fw = _Framework(framework, backend)
     tag, warm, records = f"[{framework} {fw.device}]", opts["warmup"], []
     import_rss = _peak_rss_mib()
-    gemm_times = _time_calls(fw.gemm(opts["gemm_n"]), fw.sync, max(3, opts["op_repeats"]),
-                             max(1, warm))
-    if "infer" in tasks:
+    if "infer" in tasks:  # first, so that its peak RSS is its own (the parent runs it alone)
         times = _time_calls(fw.inference(config), fw.sync, opts["step_repeats"], warm)
         records.append(fw.record(
             "unet_inference", "forward", step_label(config), times, warm, count=1,
@@ -306,6 +307,10 @@ def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None
             peak_device_mib=fw.device_peak_mib()))
         _log(f"{tag} unet_inference {records[-1]['median_ms']:.1f} ms, peak RSS "
              f"{records[-1]['peak_rss_mib']:.0f} MiB")
+    gemm = "step" in tasks or "ops" in tasks  # the GEMM peak, for their % of it
+    if gemm:
+        gemm_times = _time_calls(fw.gemm(opts["gemm_n"]), fw.sync,
+                                 max(3, opts["op_repeats"]), max(1, warm))
     if "step" in tasks:
         step, phase_times = fw.step(config, lr)
         times = _time_calls(step, fw.sync, opts["step_repeats"], warm)
@@ -333,9 +338,10 @@ def run_worker(framework, backend, tasks, quick=False, repeats=None, warmup=None
             del forward, backward
     # The GEMM peak: the faster of a block before and a block after the benchmarks, so a
     # burst of load from elsewhere on the machine does not set it.
-    records.append(_gemm_record(fw, opts["gemm_n"], gemm_times, max(3, opts["op_repeats"]),
-                                max(1, warm)))
-    _log(f"{tag} gemm {opts['gemm_n']}^3: {records[-1]['median_ms']:.2f} ms")
+    if gemm:
+        records.append(_gemm_record(fw, opts["gemm_n"], gemm_times,
+                                    max(3, opts["op_repeats"]), max(1, warm)))
+        _log(f"{tag} gemm {opts['gemm_n']}^3: {records[-1]['median_ms']:.2f} ms")
     return {"records": records, "skipped": None}
 
 
