@@ -46,7 +46,7 @@ def _gradcheck(args):
 def _train(args):
     from scratchseg.training.distributed import ONE_PROCESS, MPICommunicator
     from scratchseg.training.loop import Trainer, resume_options
-    from scratchseg.training.options import TrainOptions, given_options
+    from scratchseg.training.options import given_options
 
     given = given_options(args, TrainOptions)
     communicator = MPICommunicator() if args.distributed else ONE_PROCESS

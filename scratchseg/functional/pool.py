@@ -23,7 +23,7 @@ def max_pool2d_forward(x, kernel_size=2, stride=None):
     views = _window_views(x, kernel, stride, out_size)
     y = views[0].copy()
     for view in views[1:]:
-        y = xp.maximum(y, view)
+        xp.maximum(y, view, out=y)
     return y, saved_for_backward(x, y, kernel, stride)
 
 

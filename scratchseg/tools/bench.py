@@ -9,9 +9,8 @@ call) and a float32 2048^3 GEMM (NumPy / CuPy ``@``, ``torch.mm``) before and af
 rest: the faster block's median is the peak its framework's BLAS reaches in that
 process.
 
-The workers run in alternating rounds (scratchseg, torch, scratchseg, torch, ...): on a
-shared machine, load from elsewhere comes and goes for seconds at a time, and a
-framework measured only once can land wholly in a slow spell. Each benchmark's figure is
+The workers run in alternating rounds (scratchseg, torch, scratchseg, torch, ...), so load
+from elsewhere on a shared machine reaches both frameworks. Each benchmark's figure is
 the median of its best round, the round medians are kept beside it, and the parent
 computes GFLOP/s and the fraction of the GEMM peak and prints markdown tables. Ratios
 are scratchseg / torch: above 1, scratchseg is slower (or uses more memory).
@@ -84,12 +83,8 @@ def model_config(quick=False, **options):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             flag = next(k for k, v in MODEL_OPTIONS.items() if v == key).replace("_", "-")
             raise ValueError(f"bench: --{flag} must be an integer >= 1, got {value!r}")
-    from scratchseg.nn import UNet
-
-    shape = UNet(config["in_channels"], config["num_classes"], 1, config["depth"],
-                 padding=config["padding"])
     try:
-        shape.output_size(config["size"])
+        output_size(config)
     except ValueError as error:
         raise ValueError(f"bench: --input-size: {error}") from None
     return config

@@ -135,8 +135,9 @@ class _Framework:
         fwd = getattr(ops, f"{name}_forward")
         bwd = getattr(ops, f"{name}_backward")
         if name == "batch_norm2d":
-            stats = (self.array(a["c"], grad=False) * 0, self.array(a["c"], grad=False) * 0 + 1)
-            inputs = (*inputs, *stats)
+            running_mean, running_var = (self._wrap(numpy.full(a["c"], v, numpy.float32), False)
+                                         for v in (0.0, 1.0))
+            inputs = (*inputs, running_mean, running_var)
         if name == "softmax_cross_entropy":
             forward = lambda: fwd(inputs[0], labels)  # noqa: E731
             _, cache = forward()

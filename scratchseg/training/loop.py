@@ -37,12 +37,12 @@ from scratchseg.data import (
 )
 from scratchseg.data.batches import DROPOUT_STREAM, SPLIT_STREAM
 from scratchseg.fileio import atomic_write_text
-from scratchseg.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.functional.loss import NonFiniteError
 from scratchseg.grad_mode import no_grad
 from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
 from scratchseg.nn import UNet
 from scratchseg.nn.optim import SGD, make_schedule
+from scratchseg.ops import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from scratchseg.training.checkpoint import (
     add_batch_norm_counters,
     load_training_state,
@@ -56,11 +56,7 @@ from scratchseg.training.distributed import (
     shard,
     synchronise_batch_norm,
 )
-from scratchseg.training.options import (  # noqa: F401 (TrainOptions is used from here too)
-    RESUMABLE_OPTIONS,
-    TrainOptions,
-    resumed_options,
-)
+from scratchseg.training.options import resumed_options
 from scratchseg.training.plots import plot_curves, plot_samples
 from scratchseg.training.trace import GradientFlowTracer
 
