@@ -11,6 +11,13 @@ import secrets
 from pathlib import Path
 
 
+def _default_file_mode():
+    """The mode ``open(..., "w")`` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_directory(folder):
     """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
     if not hasattr(os, "O_DIRECTORY"):
@@ -28,7 +35,8 @@ def atomic_path(path):
     ``path``, on failure removed, leaving any existing file at ``path`` untouched.
 
     The temporary name keeps the extension (``name.tmp<pid>-<hex>.png``) so writers
-    that infer the format from it (matplotlib, Pillow) pick the right one.
+    that infer the format from it (matplotlib, Pillow) pick the right one. The file
+    gets the mode any new file gets (safetensors alone would leave it 0600).
     """
     path = Path(path)
     temp = path.with_name(f"{path.stem}.tmp{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
@@ -36,6 +44,7 @@ def atomic_path(path):
         yield temp
         with open(temp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(temp, _default_file_mode())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -85,6 +85,19 @@ def test_a_call_from_inside_a_part_runs_in_one_piece(split_work):
     assert [len(seen) for seen in inner] == [1, 1]  # the caller's part too
 
 
+def test_parts_run_in_the_callers_numpy_error_state_and_engine(split_work):
+    """A diverging step silences NumPy's overflow warnings: every part must too."""
+    from scratchseg.ops import current_engine, engine
+
+    def state(part):
+        return np.geterr()["over"], current_engine()
+
+    split_work(2)
+    with np.errstate(over="ignore"), engine("reference"):
+        states = in_parts(np, 4, state, 10**9)
+    assert len(states) > 1 and set(states) == {("ignore", "reference")}
+
+
 def test_parts_return_their_results_in_order(split_work):
     split_work(3)
     assert in_parts(np, 9, lambda part: (part.start, part.stop), 9) == [(0, 3), (3, 6), (6, 9)]

@@ -19,6 +19,7 @@ GEMMs stay on its own core (threadpoolctl sets the count; it is restored after).
 """
 
 import contextlib
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -72,7 +73,10 @@ def in_parts(xp, extent, work, elements, blas=False):
         _pool = ThreadPoolExecutor(max(TUNING.cores - 1, 1), thread_name_prefix=_THREAD_PREFIX)
     first_part, *other_parts = even_slices(0, extent, parts)
     with _one_blas_thread() if blas else contextlib.nullcontext():
-        futures = [_pool.submit(_run_part, work, part) for part in other_parts]
+        # each part runs in a copy of the caller's context: its NumPy error state, engine
+        # and grad mode hold in the pool's threads too
+        futures = [_pool.submit(contextvars.copy_context().run, _run_part, work, part)
+                   for part in other_parts]
         try:
             first = _run_part(work, first_part)
         finally:
