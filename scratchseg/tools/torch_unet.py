@@ -2,10 +2,15 @@
 
 Written independently of scratchseg.nn.unet from the paper's description
 (and DESIGN.md's naming), so agreement between the two is evidence, not an echo.
+``load_torch_unet(path)`` builds it from a scratchseg model file. This module imports
+torch; scratchseg's own modules never import it at import time, so scratchseg runs
+without torch.
 """
 
 import torch
 from torch import nn
+
+from scratchseg.training.checkpoint import load_model
 
 
 def _block(c_in, c_out, pad, batch_norm):
@@ -63,3 +68,31 @@ class TorchUNet(nn.Module):
         for up, skip in zip(self.decoder, reversed(skips)):
             x = up(x, skip)
         return self.head(x)
+
+
+def load_torch_unet(path):
+    """The TorchUNet of a scratchseg model file (``model.safetensors``), in eval mode.
+
+    The architecture comes from the file's metadata ``config``; the tensors (read
+    once, by ``checkpoint.load_model``, as ``safetensors.torch.load_file`` would give
+    them) load with ``strict=True``, so every name and shape must match. A file written
+    without batch-norm counters (``add_batch_norm_counters``) gets counters of 0,
+    which PyTorch reads only when a BatchNorm2d's momentum is None. A missing or
+    unreadable file, or one that is not a scratchseg model, is a ValueError
+    naming ``path``.
+    """
+    arrays, config, _ = load_model(path)  # checks the format; names the path in its errors
+    try:
+        model = TorchUNet(**config)
+    except TypeError as err:
+        raise ValueError(f"cannot load {path}: config {config} does not fit TorchUNet: {err}"
+                         ) from err
+    tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+    counters = {name: torch.zeros((), dtype=torch.int64)
+                for name in model.state_dict() if name.endswith(".num_batches_tracked")}
+    try:
+        model.load_state_dict({**counters, **tensors}, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"cannot load {path}: TorchUNet.load_state_dict failed: {err}"
+                         ) from err
+    return model.eval()
