@@ -98,4 +98,6 @@ batch_norm2d_forward = _forward("batch_norm2d_forward")
 batch_norm2d_backward = _backward("batch_norm2d_backward")
 softmax_cross_entropy_forward = _forward("softmax_cross_entropy_forward")
 softmax_cross_entropy_backward = _backward("softmax_cross_entropy_backward")
+dice_loss_forward = _forward("dice_loss_forward")
+dice_loss_backward = _backward("dice_loss_backward")
 center_crop = functional.center_crop

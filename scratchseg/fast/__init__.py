@@ -2,7 +2,7 @@
 
 Same names, signatures and results as ``scratchseg.functional`` (proven op by op in
 tests/test_engines.py). Where it has no kernel of its own (dropout, batch norm, the
-loss) it runs the reference op: an op gets a fast kernel only where a benchmark shows
+losses) it runs the reference op: an op gets a fast kernel only where a benchmark shows
 that it pays. Its sizes and thresholds are in ``scratchseg.fast.tuning``.
 """
 
@@ -19,6 +19,8 @@ from scratchseg.functional import (
     batch_norm2d_backward,
     batch_norm2d_forward,
     center_crop,
+    dice_loss_backward,
+    dice_loss_forward,
     dropout_backward,
     dropout_forward,
     softmax_cross_entropy_backward,
@@ -28,7 +30,7 @@ from scratchseg.functional import (
 __all__ = [
     "batch_norm2d_backward", "batch_norm2d_forward", "center_crop", "concat_backward",
     "concat_forward", "conv2d_backward", "conv2d_forward", "conv_transpose2d_backward",
-    "conv_transpose2d_forward", "dropout_backward", "dropout_forward", "max_pool2d_backward",
-    "max_pool2d_forward", "relu_backward", "relu_forward", "softmax_cross_entropy_backward",
-    "softmax_cross_entropy_forward",
+    "conv_transpose2d_forward", "dice_loss_backward", "dice_loss_forward", "dropout_backward",
+    "dropout_forward", "max_pool2d_backward", "max_pool2d_forward", "relu_backward",
+    "relu_forward", "softmax_cross_entropy_backward", "softmax_cross_entropy_forward",
 ]

@@ -15,6 +15,7 @@ from scratchseg.functional.conv import (
     conv_transpose2d_forward,
     im2col,
 )
+from scratchseg.functional.dice import dice_loss_backward, dice_loss_forward
 from scratchseg.functional.dropout import dropout_backward, dropout_forward
 from scratchseg.functional.loss import (
     softmax_cross_entropy_backward,
@@ -34,6 +35,8 @@ __all__ = [
     "conv2d_forward",
     "conv_transpose2d_backward",
     "conv_transpose2d_forward",
+    "dice_loss_backward",
+    "dice_loss_forward",
     "dropout_backward",
     "dropout_forward",
     "im2col",

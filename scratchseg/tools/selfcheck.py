@@ -39,6 +39,15 @@ def _op_cases(rng):
         return F.softmax_cross_entropy_forward(z, labels, to_device(class_weight, backend_name(z)),
                                                to_device(weight_map, backend_name(z)), -1, **kw)
 
+    dice_labels = rng.integers(0, 3, (2, 4, 5))
+    dice_weight = rng.uniform(0.5, 3.0, (2, 4, 5))
+    dice_weight[0, 0, :2] = 0.0  # ignored pixels
+
+    def dice_forward(z, weight=None):
+        device = backend_name(z)
+        weight = None if weight is None else to_device(weight, device)
+        return F.dice_loss_forward(z, to_device(dice_labels, device), weight=weight)
+
     return [
         ("conv2d", lambda a, k, c: F.conv2d_forward(a, k, c, stride=1, padding=1),
          F.conv2d_backward, (x, w, b), ("dx", "dw", "db")),
@@ -72,6 +81,9 @@ def _op_cases(rng):
          (logits,), ("dlogits",)),
         ("softmax_cross_entropy sum", lambda z: loss_forward(z, reduction="sum"),
          F.softmax_cross_entropy_backward, (logits,), ("dlogits",)),
+        ("dice_loss", dice_forward, F.dice_loss_backward, (logits,), ("dlogits",)),
+        ("dice_loss weighted", lambda z: dice_forward(z, dice_weight), F.dice_loss_backward,
+         (logits,), ("dlogits",)),
     ]
 
 
