@@ -22,11 +22,7 @@ def _check_dice_inputs(logits, labels, weight, eps):
     if logits.shape[1] < 1:
         raise ValueError(f"{OP}: logits must have at least one class (K >= 1), got shape "
                          f"{tuple(logits.shape)}")
-    try:
-        _check_loss_inputs(logits, labels, None, None, None, "mean")
-    except (TypeError, ValueError) as error:
-        message = str(error).replace("softmax_cross_entropy:", f"{OP}:", 1)
-        raise type(error)(message) from None
+    _check_loss_inputs(logits, labels, None, None, None, "mean", op=OP)
     if weight is not None:
         check_float_array(weight, "weight", OP, ndim=3)
         if weight.shape != labels.shape:

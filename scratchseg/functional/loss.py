@@ -18,8 +18,8 @@ class NonFiniteError(ValueError):
     """The logits hold NaN or infinity (a diverged network, usually)."""
 
 
-def _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index, reduction):
-    op = "softmax_cross_entropy"
+def _check_loss_inputs(logits, labels, class_weight, weight_map, ignore_index, reduction,
+                       op="softmax_cross_entropy"):
     check_float_array(logits, "logits", op)
     if logits.ndim < 2:
         raise ValueError(f"{op}: logits must be (N, K) or (N, K, H, W), got shape "
