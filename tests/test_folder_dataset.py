@@ -1,33 +1,52 @@
-"""FolderDataset, read_image, read_mask and write_mask_png on real PNG and TIFF files."""
+"""FolderDataset on real folders: pairing, stacks, channels, mask styles and modes, the checks."""
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from scratchseg.data import FolderDataset, read_image, read_mask, write_mask_png
+from scratchseg.data import (
+    IGNORE_INDEX,
+    FolderDataset,
+    MaskStyle,
+    SyntheticShapes,
+    normalize_image,
+)
+
+STARDIST = Path("/work/dl/sd/stardist/data/images")
 
 
-def save(path, array):
-    """PNG through Pillow, TIFF through tifffile, by the extension."""
+def save(path, array, **options):
+    """PNG, JPEG, GIF, BMP through Pillow, TIFF through tifffile, by the extension."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() in (".tif", ".tiff"):
-        tifffile.imwrite(path, array)
+        tifffile.imwrite(path, array, **options)
     else:
-        Image.fromarray(array).save(path)
+        Image.fromarray(array).save(path, **options)
     return path
 
 
-def make_folder(root, pairs):
-    """pairs: {stem: (image array, image ext, mask array, mask ext)}."""
+def make_folder(root, pairs, mask_suffix=""):
+    """pairs: {stem: (image array, image ext, mask array, mask ext)}; None leaves one out."""
     for stem, (image, image_ext, mask, mask_ext) in pairs.items():
         if image is not None:
             save(root / "images" / f"{stem}{image_ext}", image)
         if mask is not None:
-            save(root / "masks" / f"{stem}{mask_ext}", mask)
+            save(root / "masks" / f"{stem}{mask_suffix}{mask_ext}", mask)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     return root
+
+
+def disks(shape, centres, radius):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    mask = np.zeros(shape, np.int64)
+    for k, (cy, cx) in enumerate(centres, start=1):
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = k
+    return mask
 
 
 @pytest.fixture
@@ -35,149 +54,44 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.mark.parametrize("ext", [".png", ".tif", ".TIFF"])
-def test_read_gray_uint8(tmp_path, rng, ext):
-    array = rng.integers(0, 256, size=(5, 7), dtype=np.uint8)
-    image = read_image(save(tmp_path / f"a{ext}", array))
-    assert image.shape == (1, 5, 7) and image.dtype == np.float32
-    np.testing.assert_allclose(image[0], array / 255, rtol=1e-6)
+def binary(rng, shape=(6, 8), high=255):
+    mask = rng.choice([0, high], size=shape).astype(np.uint8)
+    mask[0, :2] = [0, high]
+    return mask
 
 
-@pytest.mark.parametrize("ext", [".png", ".tif"])
-def test_read_gray_uint16(tmp_path, rng, ext):
-    array = rng.integers(0, 65536, size=(4, 6), dtype=np.uint16)
-    image = read_image(save(tmp_path / f"a{ext}", array))
-    assert image.shape == (1, 4, 6) and image.dtype == np.float32
-    np.testing.assert_allclose(image[0], array / 65535, rtol=1e-6)
-    assert image.max() <= 1.0
-
-
-def test_read_float_tiff_unscaled(tmp_path, rng):
-    array = (rng.random((3, 5)) * 7 - 2).astype(np.float32)
-    image = read_image(save(tmp_path / "f.tif", array))
-    assert image.dtype == np.float32
-    np.testing.assert_array_equal(image[0], array)
-
-
-@pytest.mark.parametrize("ext", [".png", ".tif"])
-def test_read_rgb_channels_first(tmp_path, rng, ext):
-    array = rng.integers(0, 256, size=(4, 6, 3), dtype=np.uint8)
-    image = read_image(save(tmp_path / f"rgb{ext}", array))
-    assert image.shape == (3, 4, 6)
-    np.testing.assert_allclose(image, array.transpose(2, 0, 1) / 255, rtol=1e-6)
-
-
-def test_read_rgba_drops_alpha(tmp_path, rng):
-    array = rng.integers(0, 256, size=(4, 6, 4), dtype=np.uint8)
-    image = read_image(save(tmp_path / "rgba.png", array))
-    assert image.shape == (3, 4, 6)
-    np.testing.assert_allclose(image, array[..., :3].transpose(2, 0, 1) / 255, rtol=1e-6)
-
-
-@pytest.mark.parametrize("ext", [".png", ".tif"])
-def test_unreadable_file_names_it(tmp_path, ext):
-    path = tmp_path / f"broken{ext}"
-    path.write_bytes(b"this is not an image \x00\x01\x02" * 10)
-    with pytest.raises(ValueError, match=f"broken{ext}"):
-        read_image(path)
-    with pytest.raises(ValueError, match=f"broken{ext}"):
-        read_mask(path)
-
-
-def test_missing_file_names_it(tmp_path):
-    with pytest.raises(ValueError, match="absent.png"):
-        read_image(tmp_path / "absent.png")
-
-
-def test_read_mask_values_and_errors(tmp_path, rng):
-    values = rng.choice([0, 7, 255], size=(5, 6)).astype(np.uint8)
-    mask = read_mask(save(tmp_path / "m.png", values))
-    assert mask.dtype == np.int64
-    np.testing.assert_array_equal(mask, values)
-    wide = rng.choice([0, 300, 65535], size=(5, 6)).astype(np.uint16)
-    np.testing.assert_array_equal(read_mask(save(tmp_path / "m16.png", wide)), wide)
-    whole = np.array([[0.0, 2.0], [1.0, 2.0]], dtype=np.float32)
-    np.testing.assert_array_equal(read_mask(save(tmp_path / "whole.tif", whole)), whole)
-    fractional = np.array([[0.0, 0.5], [1.0, 2.0]], dtype=np.float32)
-    with pytest.raises(ValueError, match="frac.tif"):
-        read_mask(save(tmp_path / "frac.tif", fractional))
-    rgb = rng.integers(0, 2, size=(5, 6, 3), dtype=np.uint8) * 255
-    with pytest.raises(ValueError, match="rgb.png"):
-        read_mask(save(tmp_path / "rgb.png", rgb))
-
-
-@pytest.mark.parametrize("name, values", [
-    ("neg.tif", np.array([[0, -1], [1, 2]], dtype=np.int16)),
-    ("neg8.tif", np.array([[0, -128]], dtype=np.int8)),
-    ("big.tif", np.array([[0, 65536], [1, 2]], dtype=np.uint32)),
-    ("big64.tif", np.array([[0, 2**40]], dtype=np.int64)),
-    ("negfloat.tif", np.array([[0.0, -3.0]], dtype=np.float32)),
-])
-def test_read_mask_refuses_values_outside_16_bits(tmp_path, name, values):
-    path = save(tmp_path / name, values)
-    with pytest.raises(ValueError, match=rf"{name}: mask values must be integers in "
-                                         rf"\[0, 65535\]"):
-        read_mask(path)
-
-
-def test_read_mask_accepts_the_16_bit_extremes_in_wide_types(tmp_path):
-    values = np.array([[0, 65535], [1, 2]], dtype=np.int32)
-    np.testing.assert_array_equal(read_mask(save(tmp_path / "edge.tif", values)), values)
-
-
-def test_dataset_refuses_a_negative_mask_naming_it(tmp_path):
-    image = np.zeros((2, 3), np.uint8)
-    good = np.array([[0, 1, 0], [1, 0, 1]], dtype=np.int16)
-    root = make_folder(tmp_path, {"a": (image, ".png", good, ".tif"),
-                                  "b": (image, ".png", -good, ".tif")})
-    with pytest.raises(ValueError, match="b.tif"):
-        FolderDataset(root)
-
-
-def test_dataset_with_too_many_mask_values_names_the_files(tmp_path):
-    image = np.zeros((20, 20), np.uint8)
-    wide = np.arange(400, dtype=np.uint16).reshape(20, 20) * 7  # 400 distinct values
-    binary = np.zeros((20, 20), np.uint16)
-    binary[:10] = 1
-    root = make_folder(tmp_path, {"few": (image, ".png", binary, ".png"),
-                                  "many": (image, ".png", wide, ".png")})
-    with pytest.raises(ValueError, match="at most 256 classes") as caught:
-        FolderDataset(root)
-    message = str(caught.value)
-    assert "many.png (400)" in message  # the file with the most distinct values first
-    assert message.index("many.png") < message.index("few.png (2)")
-    assert "401 distinct values" in message  # 0..2793 by 7, plus the binary mask's 1
-
-
-def test_palette_mask_gives_indices(tmp_path):
-    indices = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
-    picture = Image.fromarray(indices, mode="P")
-    picture.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
-    picture.save(tmp_path / "p.png")
-    np.testing.assert_array_equal(read_mask(tmp_path / "p.png"), indices)
-
-
-def test_dataset_binary_masks_map_to_classes(tmp_path, rng):
+def test_binary_masks_map_to_classes_and_images_are_normalised(tmp_path, rng):
     pairs = {}
     for stem, ext in (("b", ".png"), ("a", ".tif"), ("c", ".png")):
-        image = rng.integers(0, 256, size=(6, 8), dtype=np.uint8)
-        mask = rng.choice([0, 255], size=(6, 8)).astype(np.uint8)
-        pairs[stem] = (image, ext, mask, ext)
+        image = rng.integers(0, 4096, size=(6, 8)).astype(np.uint16)
+        pairs[stem] = (image, ext, binary(rng), ext)
     ds = FolderDataset(make_folder(tmp_path, pairs))
-    assert len(ds) == 3
+    assert len(ds) == 3 and ds.normalize == "percentile"
     assert ds.class_values == [0, 255] and ds.num_classes == 2 and ds.in_channels == 1
-    names = [ds[i].name for i in range(3)]
-    assert names == ["a", "b", "c"]  # sorted by stem
-    for i, stem in enumerate(names):
-        sample = ds[i]
+    assert ds.mask_style == MaskStyle("gray") and ds.instances is None
+    assert [ds[i].name for i in range(3)] == ["a", "b", "c"]  # sorted by stem
+    assert ds.image_files == [tmp_path / "images" / n for n in ("a.tif", "b.png", "c.png")]
+    for i, stem in enumerate(["a", "b", "c"]):
         image, _, mask, _ = pairs[stem]
-        assert sample.image.shape == (1, 6, 8) and sample.image.dtype == np.float32
-        np.testing.assert_allclose(sample.image[0], image / 255, rtol=1e-6)
-        assert sample.mask.dtype == np.int64
+        sample = ds[i]
+        assert sample.image.dtype == np.float32 and sample.instances is None
+        np.testing.assert_array_equal(sample.image,
+                                      normalize_image(image[None].astype(np.float32)))
         np.testing.assert_array_equal(sample.mask, (mask == 255).astype(np.int64))
 
 
-def test_dataset_many_values_and_given_class_values(tmp_path, rng):
+@pytest.mark.parametrize("mode", ["none", "minmax"])
+def test_normalize_option(tmp_path, rng, mode):
+    image = np.array([[-300, 0, 5], [7, 1000, 3]], dtype=np.int16)
+    root = make_folder(tmp_path, {"a": (image, ".tif", binary(rng, (2, 3), 1), ".png")})
+    ds = FolderDataset(root, normalize=mode)
+    expected = image if mode == "none" else (image + 300) / 1300
+    np.testing.assert_allclose(ds[0].image[0], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="normalize"):
+        FolderDataset(root, normalize="zscore")
+
+
+def test_many_values_and_given_class_values(tmp_path, rng):
     masks = [rng.choice([3, 10, 40], size=(4, 5)).astype(np.uint8) for _ in range(2)]
     masks[1][0, 0] = 77  # a value only one mask holds
     pairs = {f"s{k}": (np.zeros((4, 5), np.uint8), ".png", m, ".png")
@@ -192,102 +106,246 @@ def test_dataset_many_values_and_given_class_values(tmp_path, rng):
     assert given.class_values == [77, 40, 10, 3, 99] and given.num_classes == 5
     np.testing.assert_array_equal(given[1].mask,
                                   np.vectorize({77: 0, 40: 1, 10: 2, 3: 3}.get)(masks[1]))
-    with pytest.raises(ValueError, match="s1.png"):
+    with pytest.raises(ValueError, match=r"s1.png: mask value\(s\) \[77\]"):
         FolderDataset(root, class_values=[3, 10, 40])
 
 
-def test_dataset_rgb_images(tmp_path, rng):
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".gif", ".tif"])
+def test_each_image_format(tmp_path, rng, ext):
+    image = rng.integers(0, 256, size=(6, 8), dtype=np.uint8)
+    ds = FolderDataset(make_folder(tmp_path, {"a": (image, ext, binary(rng), ".png")}),
+                       normalize="none")
+    assert ds[0].image.shape == (1, 6, 8)
+    if ext != ".jpg":
+        np.testing.assert_array_equal(ds[0].image[0], image)
+
+
+def test_rgb_and_rgba_images(tmp_path, rng):
     pairs = {s: (rng.integers(0, 256, size=(4, 5, c), dtype=np.uint8), ".png",
-                 np.array([[0, 1, 1, 0, 1]] * 4, dtype=np.uint8), ".png")
-             for s, c in (("x", 3), ("y", 4))}
+                 binary(rng, (4, 5)), ".png") for s, c in (("x", 3), ("y", 4))}
     ds = FolderDataset(make_folder(tmp_path, pairs))
     assert ds.in_channels == 3
     assert ds[0].image.shape == (3, 4, 5) and ds[1].image.shape == (3, 4, 5)
 
 
-def test_mixed_channel_counts_error(tmp_path, rng):
-    mask = np.array([[0, 1], [1, 0]], dtype=np.uint8)
-    pairs = {"gray": (np.zeros((2, 2), np.uint8), ".png", mask, ".png"),
-             "rgb": (np.zeros((2, 2, 3), np.uint8), ".png", mask, ".png")}
-    with pytest.raises(ValueError, match="channel"):
+def test_mixed_channel_counts_name_a_file_of_each(tmp_path, rng):
+    mask = binary(rng, (2, 2))
+    pairs = {"a": (np.zeros((2, 2), np.uint8), ".png", mask, ".png"),
+             "b": (np.zeros((2, 2, 3), np.uint8), ".png", mask, ".png")}
+    with pytest.raises(ValueError, match=r"images/b.png has 3 channels but .*images/a.png has 1"):
         FolderDataset(make_folder(tmp_path, pairs))
 
 
-def test_mismatched_mask_size_names_both_files(tmp_path):
-    pairs = {"one": (np.zeros((4, 6), np.uint8), ".png", np.zeros((4, 5), np.uint8), ".tif")}
-    pairs["two"] = (np.zeros((4, 6), np.uint8), ".png", np.ones((4, 6), np.uint8), ".png")
-    with pytest.raises(ValueError) as info:
+def test_mismatched_mask_size_names_both_files(tmp_path, rng):
+    pairs = {"one": (np.zeros((4, 6), np.uint8), ".png", binary(rng, (4, 5)), ".tif"),
+             "two": (np.zeros((4, 6), np.uint8), ".png", binary(rng, (4, 6)), ".png")}
+    with pytest.raises(ValueError, match=r"one.tif: mask is 5x4 but .*one.png is 6x4"):
         FolderDataset(make_folder(tmp_path, pairs))
-    message = str(info.value)
-    assert "one.png" in message and "one.tif" in message
 
 
-def test_image_without_mask_names_the_file(tmp_path):
-    mask = np.array([[0, 1]], dtype=np.uint8)
+def test_missing_partners_name_the_file_and_stem(tmp_path, rng):
+    mask = binary(rng, (1, 2))
     pairs = {"ok": (np.zeros((1, 2), np.uint8), ".png", mask, ".png"),
              "lonely": (np.zeros((1, 2), np.uint8), ".png", None, None)}
-    with pytest.raises(ValueError, match="lonely.png"):
-        FolderDataset(make_folder(tmp_path, pairs))
+    with pytest.raises(ValueError, match="lonely.png: no mask with the stem 'lonely'"):
+        FolderDataset(make_folder(tmp_path / "a", pairs))
+    pairs["lonely"] = (None, None, mask, ".tiff")
+    with pytest.raises(ValueError, match="lonely.tiff: no image with the stem 'lonely'"):
+        FolderDataset(make_folder(tmp_path / "b", pairs))
 
 
-def test_mask_without_image_names_the_file(tmp_path):
-    mask = np.array([[0, 1]], dtype=np.uint8)
-    pairs = {"ok": (np.zeros((1, 2), np.uint8), ".png", mask, ".png"),
-             "orphan": (None, None, mask, ".tiff")}
-    with pytest.raises(ValueError, match="orphan.tiff"):
-        FolderDataset(make_folder(tmp_path, pairs))
-
-
-def test_rgb_and_fractional_masks_rejected_by_dataset(tmp_path):
-    image = np.zeros((2, 3), np.uint8)
-    root = make_folder(tmp_path / "rgb", {"a": (image, ".png", np.zeros((2, 3, 3), np.uint8),
-                                                ".png")})
-    with pytest.raises(ValueError, match="a.png"):
+def test_mask_suffix_pairs_carvana_style_files(tmp_path, rng):
+    """Carvana: images/car.jpg with masks/car_mask.gif."""
+    pairs = {f"car{k}": (rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8), ".jpg",
+                         binary(rng), ".gif") for k in range(2)}
+    root = make_folder(tmp_path, pairs, mask_suffix="_mask")
+    ds = FolderDataset(root, mask_suffix="_mask")
+    assert len(ds) == 2 and ds.in_channels == 3 and ds.class_values == [0, 1]
+    assert ds.mask_style.kind == "palette"
+    np.testing.assert_array_equal(ds[1].mask, pairs["car1"][2] // 255)
+    with pytest.raises(ValueError, match=r"car0.jpg: no mask with the stem 'car0'.*"
+                                         r"car0_mask.gif would pair with --mask-suffix _mask"):
         FolderDataset(root)
-    fractional = np.array([[0, 1, 0.25], [1, 0, 1]], dtype=np.float32)
-    root = make_folder(tmp_path / "frac", {"b": (image, ".png", fractional, ".tif")})
-    with pytest.raises(ValueError, match="b.tif"):
+    with pytest.raises(ValueError, match="no mask with the stem 'car0-m'"):
+        FolderDataset(root, mask_suffix="-m")
+
+
+def test_hidden_and_other_files_are_skipped(tmp_path, rng):
+    mask = binary(rng)
+    root = make_folder(tmp_path, {"a": (np.zeros((6, 8), np.uint8), ".png", mask, ".png")})
+    for folder in ("images", "masks"):
+        (root / folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+        (root / folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+        (root / folder / "notes.txt").write_text("labelled by hand")
+    assert len(FolderDataset(root)) == 1
+
+
+def test_two_images_with_one_stem_name_both(tmp_path, rng):
+    root = make_folder(tmp_path, {"a": (np.zeros((6, 8), np.uint8), ".png", binary(rng),
+                                        ".png")})
+    save(root / "images" / "a.tif", np.zeros((6, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"a.png and .*a.tif share the stem 'a'"):
         FolderDataset(root)
 
 
-def test_unreadable_file_in_dataset_names_it(tmp_path):
-    mask = np.array([[0, 1]], dtype=np.uint8)
-    root = make_folder(tmp_path, {"good": (np.zeros((1, 2), np.uint8), ".png", mask, ".png")})
-    (root / "images" / "junk.png").write_bytes(b"\x89PNG garbage garbage garbage")
-    save(root / "masks" / "junk.png", mask)
-    with pytest.raises(ValueError, match="junk.png"):
+def test_jpeg_mask_is_refused(tmp_path, rng):
+    root = make_folder(tmp_path, {"a": (np.zeros((6, 8), np.uint8), ".png", binary(rng),
+                                        ".jpg")})
+    with pytest.raises(ValueError, match="a.jpg: a mask cannot be JPEG: lossy compression"):
         FolderDataset(root)
 
 
-def test_missing_folder(tmp_path):
-    with pytest.raises(ValueError):
+def test_stack_with_a_mask_stack_gives_one_sample_per_page(tmp_path, rng):
+    """ISBI 2012: train-volume.tif and its labels, renamed to the same stem."""
+    volume = rng.integers(0, 256, size=(4, 6, 8), dtype=np.uint8)
+    labels = np.stack([binary(rng) for _ in range(4)])
+    root = tmp_path
+    save(root / "images" / "volume.tif", volume, photometric="minisblack")
+    save(root / "masks" / "volume.tif", labels, photometric="minisblack")
+    ds = FolderDataset(root, normalize="none")
+    assert [s.name for s in ds] == [f"volume[{i}]" for i in range(4)]
+    assert ds.in_channels == 1 and ds.class_values == [0, 255]
+    for i in range(4):
+        np.testing.assert_array_equal(ds[i].image[0], volume[i])
+        np.testing.assert_array_equal(ds[i].mask, labels[i] // 255)
+    save(root / "masks" / "volume.tif", labels[:3], photometric="minisblack")
+    with pytest.raises(ValueError, match=r"volume.tif holds 4 pages but .*volume.tif holds 3"):
+        FolderDataset(root)
+
+
+def test_stack_with_one_mask_page_is_one_multichannel_image(tmp_path, rng):
+    channels = rng.integers(0, 256, size=(3, 6, 8), dtype=np.uint8)
+    root = make_folder(tmp_path, {"a": (None, None, binary(rng), ".png")})
+    save(root / "images" / "a.tif", channels, photometric="minisblack")
+    ds = FolderDataset(root, normalize="none")
+    assert len(ds) == 1 and ds.in_channels == 3 and ds.names == ["a"]
+    np.testing.assert_array_equal(ds[0].image, channels)
+    save(root / "images" / "a.tif", channels, photometric="minisblack", metadata={"axes": "ZYX"})
+    with pytest.raises(ValueError, match="holds 3 pages but"):
+        FolderDataset(root)  # the axes say pages: three pages cannot share one mask
+
+
+def test_palette_masks_give_the_dataset_their_style(tmp_path, rng):
+    colours = [(0, 0, 0), (128, 0, 0), (0, 128, 0)]
+    root = make_folder(tmp_path, {s: (np.zeros((4, 5), np.uint8), ".png", None, None)
+                                  for s in ("a", "b")})
+    for stem in ("a", "b"):
+        picture = Image.fromarray(rng.integers(0, 3, size=(4, 5)).astype(np.uint8))
+        picture.putpalette([c for colour in colours for c in colour])
+        picture.save(root / "masks" / f"{stem}.png")
+    ds = FolderDataset(root)
+    assert ds.mask_style == MaskStyle("palette", tuple(colours)) and ds.class_values == [0, 1, 2]
+    save(root / "masks" / "b.png", binary(rng, (4, 5)))
+    with pytest.raises(ValueError, match=r"b.png is a gray mask but .*a.png is a palette mask"):
+        FolderDataset(root)
+
+
+def test_rgb_colour_masks(tmp_path, rng):
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    indices = rng.integers(0, 3, size=(5, 6))
+    root = make_folder(tmp_path, {"a": (np.zeros((5, 6), np.uint8), ".png",
+                                        colours[indices], ".png")})
+    ds = FolderDataset(root)
+    assert ds.mask_style == MaskStyle("rgb") and ds.class_values == [0, 255, 255 << 16]
+    np.testing.assert_array_equal(ds[0].mask, np.array([0, 2, 1])[indices])
+
+
+def test_ignore_value_gives_the_ignore_index(tmp_path, rng):
+    mask = binary(rng, (6, 8), 1)
+    mask[-1] = 255
+    root = make_folder(tmp_path, {"a": (np.zeros((6, 8), np.uint8), ".png", mask, ".png")})
+    ds = FolderDataset(root, ignore_value=255)
+    assert ds.class_values == [0, 1]
+    expected = np.where(mask == 255, IGNORE_INDEX, mask.astype(np.int64))
+    np.testing.assert_array_equal(ds[0].mask, expected)
+    assert FolderDataset(root).class_values == [0, 1, 255]
+    given = FolderDataset(root, class_values=[0, 1], ignore_value=255)
+    np.testing.assert_array_equal(given[0].mask, ds[0].mask)
+    with pytest.raises(ValueError, match="ignore_value 255 is also a class"):
+        FolderDataset(root, class_values=[0, 1, 255], ignore_value=255)
+
+
+def instance_mask(count=20):
+    centres = [(10 + 18 * (k // 5), 10 + 18 * (k % 5)) for k in range(count)]
+    return disks((80, 100), centres, 9).astype(np.uint16)
+
+
+def test_instance_masks_refused_by_auto_kept_by_instances(tmp_path, rng):
+    mask = instance_mask()
+    mask[0, :4] = 99  # an ignored scribble
+    root = make_folder(tmp_path, {"cells": (rng.integers(0, 256, size=(80, 100), dtype=np.uint8),
+                                            ".png", mask, ".tif")})
+    with pytest.raises(ValueError, match=r"cells.tif: holds 21 nonzero values.*--masks instances"):
+        FolderDataset(root)
+    ds = FolderDataset(root, masks="instances", ignore_value=99)
+    assert ds.class_values == [0, 1] and ds.num_classes == 2
+    sample = ds[0]
+    assert sample.instances.dtype == np.int32
+    np.testing.assert_array_equal(sample.instances, np.where(mask == 99, 0, mask))
+    np.testing.assert_array_equal(sample.mask, np.where(mask == 99, IGNORE_INDEX, mask > 0))
+    classes = FolderDataset(root, masks="classes")  # 22 values: the user says they are classes
+    assert classes.num_classes == 22 and classes.instances is None
+    with pytest.raises(ValueError, match="masks='instances' has the classes"):
+        FolderDataset(root, masks="instances", class_values=[0, 1, 2])
+    with pytest.raises(ValueError, match="masks must be one of auto, classes, instances"):
+        FolderDataset(root, masks="objects")
+
+
+def test_checks_run_on_the_dataset(tmp_path, rng):
+    wide = np.arange(400, dtype=np.uint16).reshape(20, 20) * 7  # 400 distinct values
+    pairs = {"few": (np.zeros((20, 20), np.uint8), ".png", binary(rng, (20, 20), 1), ".png"),
+             "many": (np.zeros((20, 20), np.uint8), ".png", wide, ".png")}
+    root = make_folder(tmp_path / "many", pairs)
+    with pytest.raises(ValueError, match=r"masks hold 401 distinct values.*many.png \(400\)"):
+        FolderDataset(root)
+    assert FolderDataset(root, max_classes=401).num_classes == 401
+    pairs["many"] = (np.zeros((20, 20), np.uint8), ".png", binary(rng, (20, 20), 255), ".png")
+    with pytest.raises(ValueError, match=r"few.png holds only 0 and 1 but .*many.png holds only"):
+        FolderDataset(make_folder(tmp_path / "mixed", pairs))
+    with pytest.raises(ValueError, match="single value"):
+        FolderDataset(make_folder(tmp_path / "one", {"a": (np.zeros((2, 2), np.uint8), ".png",
+                                                           np.zeros((2, 2), np.uint8), ".png")}))
+
+
+def test_synthetic_shapes_written_as_files_load_as_four_classes(tmp_path):
+    shapes = SyntheticShapes(12, size=64, seed=1)
+    for i in range(12):
+        sample = shapes[i]
+        save(tmp_path / "images" / f"s{i:02d}.tif", sample.image[0])
+        save(tmp_path / "masks" / f"s{i:02d}.png", sample.mask.astype(np.uint8))
+    ds = FolderDataset(tmp_path)
+    assert ds.class_values == [0, 1, 2, 3] and len(ds) == 12
+    np.testing.assert_array_equal(ds[5].mask, shapes[5].mask)
+
+
+@pytest.mark.skipif(not STARDIST.is_dir(), reason="StarDist example files not here")
+def test_stardist_nuclei_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    shutil.copy(STARDIST / "img2d.tif", tmp_path / "images" / "nuclei.tif")
+    shutil.copy(STARDIST / "mask2d.tif", tmp_path / "masks" / "nuclei.tif")
+    with pytest.raises(ValueError, match="nuclei.tif: holds 125 nonzero values.*instance ids"):
+        FolderDataset(tmp_path)
+    ds = FolderDataset(tmp_path, masks="instances")
+    sample = ds[0]
+    assert sample.image.shape == (1, 512, 512) and ds.class_values == [0, 1]
+    assert len(np.unique(sample.instances)) == 126
+    np.testing.assert_array_equal(sample.mask, sample.instances > 0)
+
+
+def test_missing_folders_and_unreadable_files(tmp_path, rng):
+    with pytest.raises(ValueError, match="nowhere/images: folder not found"):
         FolderDataset(tmp_path / "nowhere")
-    (tmp_path / "only" / "images").mkdir(parents=True)
     save(tmp_path / "only" / "images" / "a.png", np.zeros((2, 2), np.uint8))
-    with pytest.raises(ValueError, match="masks"):
+    with pytest.raises(ValueError, match="masks: folder not found"):
         FolderDataset(tmp_path / "only")
-
-
-@pytest.mark.parametrize("dtype, high", [(np.uint8, 255), (np.int64, 255), (np.int32, 65535),
-                                         (np.uint16, 65535)])
-def test_write_mask_png_round_trip(tmp_path, rng, dtype, high):
-    mask = rng.integers(0, high + 1, size=(7, 9)).astype(dtype)
-    mask[0, 0] = high
-    path = tmp_path / "out.png"
-    write_mask_png(path, mask)
-    with Image.open(path) as picture:
-        bits16 = picture.mode.startswith("I")
-    assert bits16 == (high > 255)  # 8-bit when the values fit
-    np.testing.assert_array_equal(read_mask(path), mask.astype(np.int64))
-    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
-    write_mask_png(path, np.zeros((3, 3), dtype))  # overwrite in place
-    np.testing.assert_array_equal(read_mask(path), np.zeros((3, 3)))
-    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
-
-
-def test_write_mask_png_rejects_bad_masks_and_leaves_nothing(tmp_path):
-    for bad in (np.zeros((2, 2, 3), np.uint8), np.array([[-1, 0]]), np.array([[70000, 0]]),
-                np.array([[0.5, 1.0]])):
-        with pytest.raises(ValueError):
-            write_mask_png(tmp_path / "bad.png", bad)
-    assert list(tmp_path.iterdir()) == []
+    root = make_folder(tmp_path / "junk", {"good": (np.zeros((1, 2), np.uint8), ".png",
+                                                    binary(rng, (1, 2)), ".png")})
+    (root / "images" / "junk.png").write_bytes(b"\x89PNG garbage garbage garbage")
+    save(root / "masks" / "junk.png", binary(rng, (1, 2)))
+    with pytest.raises(ValueError, match="junk.png: cannot read"):
+        FolderDataset(root)
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    with pytest.raises(ValueError, match="images: no images"):
+        FolderDataset(tmp_path / "empty")

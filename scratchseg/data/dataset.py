@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+IGNORE_INDEX = -1  # the class index of mask pixels that count for no class (the loss skips them)
+
 
 @dataclass
 class Sample:

@@ -1,161 +1,183 @@
-"""A dataset of image files and mask files: ``DIR/images/*`` and ``DIR/masks/*`` matched by stem.
+"""A dataset of image files and mask files: ``DIR/images/*`` and ``DIR/masks/*`` paired by stem.
 
-Images are PNG (Pillow) or TIFF (tifffile), grayscale or RGB, 8 or 16 bit
-(scaled to [0, 1]) or float. Masks hold one integer value per class, in
-[0, 65535] (what an 8- or 16-bit PNG mask holds); the sorted set of values
-over all masks maps to classes 0..K-1 and is kept as ``class_values`` so
-predictions can be written back in the original values.
+Image ``X.ext`` pairs with mask ``X<mask_suffix>.ext`` (Carvana: ``x.jpg`` with
+``x_mask.gif``). Hidden files (``._x.png``, ``.DS_Store``) and other extensions
+are skipped. A stack of N pages pairs with a mask stack of N pages and gives
+the samples ``X[0]`` .. ``X[N-1]``; an (N, H, W) image whose mask is one
+(H, W) page is one N-channel image. Images are kept normalised
+(scratchseg.data.normalize).
+
+``masks="auto"`` or ``"classes"``: the sorted mask values (``class_values``)
+become classes 0..K-1, after checks that the masks look like class masks
+(``"auto"`` also refuses instance ids). ``masks="instances"``: every nonzero
+value is one object of the foreground class 1, and the ids are kept. Pixels
+of ``ignore_value`` get the class index IGNORE_INDEX.
 """
 
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image, UnidentifiedImageError
 
-from scratchseg.data.dataset import Sample
-from scratchseg.fileio import atomic_path
+from scratchseg.data.dataset import IGNORE_INDEX, Sample
+from scratchseg.data.images import IMAGE_EXTENSIONS, read_pages
+from scratchseg.data.masks import (
+    JPEG_EXTENSIONS,
+    MASK_EXTENSIONS,
+    check_class_masks,
+    read_mask_pages,
+    refuse_jpeg,
+)
+from scratchseg.data.normalize import normalize_image
 
-EXTENSIONS = (".png", ".tif", ".tiff")
-MAX_CLASSES = 256
-MASK_VALUE_RANGE = (0, 65535)  # the values an 8- or 16-bit grayscale PNG holds
-
-
-def _read_array(path):
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: file not found")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            return np.asarray(tifffile.imread(path))
-        with Image.open(path) as image:
-            return np.asarray(image)
-    except (OSError, ValueError, UnidentifiedImageError, tifffile.TiffFileError) as error:
-        raise ValueError(f"{path}: cannot read image ({error})") from error
+MASK_MODES = ("auto", "classes", "instances")
 
 
-def read_image(path):
-    """float32 (C, H, W): grayscale -> 1 channel, RGB(A) -> 3; uint8 / 255, uint16 / 65535."""
-    array = _read_array(path)
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].transpose(2, 0, 1)
-    elif array.ndim == 2:
-        array = array[None]
-    else:
-        raise ValueError(f"{path}: expected a grayscale or RGB image, got shape {array.shape}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535
-    if array.dtype == bool or array.dtype.kind in "iuf":
-        return array.astype(np.float32)
-    raise ValueError(f"{path}: unsupported pixel type {array.dtype}")
-
-
-def read_mask(path):
-    """int64 (H, W) mask values in [0, 65535]; a colour, fractional or negative mask is an error."""
-    array = _read_array(path)
-    if array.ndim != 2:
-        raise ValueError(f"{path}: a mask must be single-channel (H, W), got shape "
-                         f"{array.shape}; save it as grayscale or palette PNG")
-    if array.dtype.kind == "f":
-        if not np.array_equal(array, np.round(array)):
-            raise ValueError(f"{path}: mask values must be integers, got fractional values")
-    elif array.dtype.kind not in "iub":
-        raise ValueError(f"{path}: unsupported mask type {array.dtype}")
-    low, high = MASK_VALUE_RANGE
-    if array.size and (array.min() < low or array.max() > high):
-        raise ValueError(f"{path}: mask values must be integers in [{low}, {high}] (one value "
-                         f"per class, as an 8- or 16-bit PNG mask holds), got values from "
-                         f"{array.min():g} to {array.max():g}")
-    return array.astype(np.int64)
-
-
-def mask_png_dtype(values, what):
-    """uint8 when every value fits, else uint16; ValueError naming ``what`` outside [0, 65535]."""
-    values = np.asarray(values)
-    low, high = MASK_VALUE_RANGE
-    if values.dtype.kind not in "iub" or (values.size and (values.min() < low
-                                                           or values.max() > high)):
-        shown = f"values from {values.min()} to {values.max()}" if values.size else "no values"
-        raise ValueError(f"{what}: a mask PNG holds integers in [{low}, {high}], got "
-                         f"{values.dtype} {shown}")
-    return np.uint8 if values.max(initial=0) < 256 else np.uint16
-
-
-def write_mask_png(path, mask):
-    """Write an integer (H, W) mask as an 8- or 16-bit grayscale PNG, atomically."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"{path}: a mask PNG needs an (H, W) array, got shape {mask.shape}")
-    dtype = mask_png_dtype(mask, path)
-    with atomic_path(path) as temp:
-        Image.fromarray(mask.astype(dtype)).save(temp, format="PNG")
-
-
-def _files_by_stem(folder):
+def _files_by_stem(folder, extensions):
+    """{stem: path} of the visible files in ``folder`` with one of ``extensions``."""
     if not folder.is_dir():
         raise ValueError(f"{folder}: folder not found (expected DIR/images and DIR/masks)")
     files = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in EXTENSIONS:
-            if path.stem in files:
-                raise ValueError(f"{folder}: two files share the stem {path.stem!r}")
-            files[path.stem] = path
+        if path.name.startswith(".") or path.suffix.lower() not in extensions:
+            continue
+        if path.stem in files:
+            raise ValueError(f"{files[path.stem]} and {path} share the stem {path.stem!r}; "
+                             f"keep one of them")
+        files[path.stem] = path
     return files
+
+
+def _pair(images, masks, suffix):
+    """[(stem, image path, mask path)] sorted by stem; ValueError for a file without partner."""
+    for stem, path in images.items():
+        if stem + suffix not in masks:
+            near = [m for m in masks if m.startswith(stem) and m != stem + suffix
+                    and m[len(stem):len(stem) + 1] in ("", "_", "-", ".", " ")]
+            hint = ""
+            if near:
+                option = f"--mask-suffix {near[0][len(stem):]}" if near[0] != stem \
+                    else "no --mask-suffix"
+                hint = f"; {masks[near[0]]} would pair with {option}"
+            raise ValueError(f"{path}: no mask with the stem {stem + suffix!r} in "
+                             f"{path.parent.parent / 'masks'}{hint}")
+    for stem, path in masks.items():
+        if not stem.endswith(suffix):
+            raise ValueError(f"{path}: no image pairs with it: its stem does not end with the "
+                             f"mask suffix {suffix!r}")
+        wanted = stem[:len(stem) - len(suffix)]
+        if wanted not in images:
+            raise ValueError(f"{path}: no image with the stem {wanted!r} in "
+                             f"{path.parent.parent / 'images'}")
+    return [(stem, images[stem], masks[stem + suffix]) for stem in sorted(images)]
+
+
+def _read_pair(image_path, mask_path):
+    """(image pages, mask pages, mask style) of one pair, their sizes checked page by page."""
+    mask_pages, style = read_mask_pages(mask_path)
+    image_pages = read_pages(image_path)
+    if len(mask_pages) == 1 and len(image_pages) > 1 and \
+            all(page.shape == (1,) + mask_pages[0].shape for page in image_pages):
+        image_pages = read_pages(image_path, channels=len(image_pages))
+    if len(image_pages) != len(mask_pages):
+        raise ValueError(f"{image_path} holds {len(image_pages)} pages but {mask_path} holds "
+                         f"{len(mask_pages)}; a stack needs one mask page per image page")
+    for i, (image, mask) in enumerate(zip(image_pages, mask_pages)):
+        if image.shape[1:] != mask.shape:
+            where = f" (page {i})" if len(mask_pages) > 1 else ""
+            raise ValueError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but "
+                             f"{image_path} is {image.shape[2]}x{image.shape[1]}{where}")
+    return image_pages, mask_pages, style
+
+
+def _class_indices(path, values, lookup, ignore_value):
+    """int64 class indices of mask ``values``; ValueError naming ``path`` for an unknown value."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    unknown = [int(v) for v in distinct if int(v) not in lookup and v != ignore_value]
+    if unknown:
+        raise ValueError(f"{path}: mask value(s) {unknown[:5]} are not among the classes "
+                         f"{list(lookup)}")
+    classes = np.array([lookup.get(int(v), IGNORE_INDEX) for v in distinct], dtype=np.int64)
+    return classes[inverse].reshape(values.shape)
 
 
 class FolderDataset:
     """Images and masks from ``root/images`` and ``root/masks``, loaded once into memory."""
 
-    def __init__(self, root, class_values=None):
+    def __init__(self, root, *, class_values=None, mask_suffix="", masks="auto",
+                 ignore_value=None, normalize="percentile", max_classes=32):
+        if masks not in MASK_MODES:
+            raise ValueError(f"FolderDataset: masks must be one of {', '.join(MASK_MODES)}, "
+                             f"got {masks!r}")
         root = Path(root)
-        images, masks = _files_by_stem(root / "images"), _files_by_stem(root / "masks")
+        images = _files_by_stem(root / "images", IMAGE_EXTENSIONS)
+        mask_files = _files_by_stem(root / "masks", MASK_EXTENSIONS + JPEG_EXTENSIONS)
+        for path in mask_files.values():
+            refuse_jpeg(path)
         if not images:
-            raise ValueError(f"{root / 'images'}: no .png/.tif/.tiff images")
-        for stem in sorted(set(images) ^ set(masks)):
-            which = "mask" if stem in images else "image"
-            found = images.get(stem) or masks.get(stem)
-            raise ValueError(f"{found}: no matching {which} with stem {stem!r}")
-        self.names = sorted(images)
-        self.images = [read_image(images[s]) for s in self.names]
-        raw_masks = [read_mask(masks[s]) for s in self.names]
-        for stem, image, mask in zip(self.names, self.images, raw_masks):
-            if image.shape[1:] != mask.shape:
-                raise ValueError(f"{masks[stem]}: mask is {mask.shape[1]}x{mask.shape[0]} but "
-                                 f"{images[stem]} is {image.shape[2]}x{image.shape[1]}")
-        channels = {image.shape[0] for image in self.images}
-        if len(channels) > 1:
-            raise ValueError(f"{root / 'images'}: images mix {sorted(channels)} channels")
-        self.in_channels = channels.pop()
-        self.class_values = self._class_values(raw_masks, [masks[s] for s in self.names],
-                                               class_values)
-        lookup = {value: k for k, value in enumerate(self.class_values)}
-        self.masks = []
-        for stem, mask in zip(self.names, raw_masks):
-            values, inverse = np.unique(mask, return_inverse=True)
-            unknown = [int(v) for v in values if int(v) not in lookup]
-            if unknown:
-                raise ValueError(f"{masks[stem]}: mask value(s) {unknown[:5]} are not among the "
-                                 f"model's classes {self.class_values}")
-            classes = np.array([lookup[int(v)] for v in values], dtype=np.int64)
-            self.masks.append(classes[inverse].reshape(mask.shape))
+            raise ValueError(f"{root / 'images'}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        self.normalize = normalize
+        self.names, self.images, self.image_files = [], [], []
+        values_by_file, styles = {}, {}
+        for stem, image_path, mask_path in _pair(images, mask_files, mask_suffix):
+            pages, mask_pages, styles[mask_path] = _read_pair(image_path, mask_path)
+            values_by_file[mask_path] = mask_pages
+            for i, page in enumerate(pages):
+                self.names.append(stem if len(pages) == 1 else f"{stem}[{i}]")
+                self.images.append(normalize_image(page, normalize))
+                self.image_files.append(image_path)
+        self.in_channels = self._channels()
+        self.mask_style = self._style(styles)
+        raw = [page for pages in values_by_file.values() for page in pages]
+        mask_paths = [path for path, pages in values_by_file.items() for _ in pages]
+        ignored = [np.zeros(page.shape, bool) if ignore_value is None else page == ignore_value
+                   for page in raw]
+        if masks == "instances":
+            if class_values is not None and [int(v) for v in class_values] != [0, 1]:
+                raise ValueError(f"FolderDataset: masks='instances' has the classes [0, 1], got "
+                                 f"class_values {list(class_values)}")
+            self.class_values = [0, 1]
+            self.instances = [np.where(off, 0, page).astype(np.int32)
+                              for page, off in zip(raw, ignored)]
+            self.masks = [np.where(off, IGNORE_INDEX, page != 0).astype(np.int64)
+                          for page, off in zip(raw, ignored)]
+        else:
+            if class_values is None:
+                check_class_masks(values_by_file, max_classes=max_classes,
+                                  instances_check=masks == "auto", ignore_value=ignore_value)
+                class_values = self._found_values(raw, ignored)
+            self.class_values = [int(v) for v in class_values]
+            if ignore_value in self.class_values:
+                raise ValueError(f"FolderDataset: ignore_value {ignore_value} is also a class "
+                                 f"value {self.class_values}; an ignored value is no class")
+            lookup = {value: k for k, value in enumerate(self.class_values)}
+            self.instances = None
+            self.masks = [_class_indices(path, page, lookup, ignore_value)
+                          for path, page in zip(mask_paths, raw)]
         self.num_classes = len(self.class_values)
 
+    def _channels(self):
+        first = self.images[0].shape[0]
+        for image, path in zip(self.images, self.image_files):
+            if image.shape[0] != first:
+                raise ValueError(f"{path} has {image.shape[0]} channels but "
+                                 f"{self.image_files[0]} has {first}; every image needs the "
+                                 f"same channels")
+        return first
+
     @staticmethod
-    def _class_values(raw_masks, mask_paths, given):
-        if given is not None:
-            return [int(v) for v in given]
-        distinct = [np.unique(mask) for mask in raw_masks]
-        values = sorted({int(v) for mask_values in distinct for v in mask_values})
-        if len(values) > MAX_CLASSES:
-            most = sorted(zip(distinct, mask_paths), key=lambda pair: -len(pair[0]))[:3]
-            named = ", ".join(f"{path} ({len(mask_values)})" for mask_values, path in most)
-            raise ValueError(f"masks hold {len(values)} distinct values; at most {MAX_CLASSES} "
-                             f"classes are supported (are these masks or images?); most "
-                             f"distinct values in: {named}")
+    def _style(styles):
+        (first_path, first), *_ = styles.items()
+        for path, style in styles.items():
+            if style.kind != first.kind:
+                raise ValueError(f"{path} is a {style.kind} mask but {first_path} is a "
+                                 f"{first.kind} mask; save every mask in one style")
+        return first
+
+    @staticmethod
+    def _found_values(raw, ignored):
+        values = sorted({int(v) for page, off in zip(raw, ignored) for v in np.unique(page[~off])})
         if len(values) < 2:
-            raise ValueError(f"masks hold a single value {values}; segmentation needs at least "
+            raise ValueError(f"masks hold the single value {values}; segmentation needs at least "
                              f"2 classes")
         return values
 
@@ -163,5 +185,5 @@ class FolderDataset:
         return len(self.names)
 
     def __getitem__(self, i):
-        # instances None: the weight map derives them from the mask when asked
-        return Sample(self.images[i], self.masks[i], None, self.names[i])
+        instances = self.instances[i] if self.instances is not None else None
+        return Sample(self.images[i], self.masks[i], instances, self.names[i])
