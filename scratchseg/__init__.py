@@ -12,4 +12,13 @@ if "numpy" not in sys.modules:
 from scratchseg.grad_mode import is_grad_enabled, no_grad  # noqa: E402
 from scratchseg.ops import engine  # noqa: E402
 
-__all__ = ["engine", "is_grad_enabled", "no_grad"]
+__all__ = ["engine", "is_grad_enabled", "load_model", "no_grad"]
+
+
+def load_model(path, backend="numpy"):
+    """A trained model from a run folder or its ``model.safetensors``: call
+    ``.predict(image)`` on an (H, W), (C, H, W) or (H, W, C) array for its (H, W) mask.
+    See scratchseg.inference.TrainedModel."""
+    from scratchseg.inference import load_model as load  # imports matplotlib: only when used
+
+    return load(path, backend)

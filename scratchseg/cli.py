@@ -1,4 +1,4 @@
-"""The ``scratchseg`` command: gradcheck, train, predict, evaluate, summary."""
+"""The ``scratchseg`` command: gradcheck, train, predict, evaluate, export, summary, bench."""
 
 import argparse
 import json
@@ -15,6 +15,18 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class DefaultsShown(argparse.HelpFormatter):
+    """Help that ends each flag's text with its default, unless the text already names it
+    or there is none to show (a switch, or a default of None)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _print_check_table(rows, first_column):
@@ -49,6 +61,9 @@ def _train(args):
     from scratchseg.training.options import given_options
 
     given = given_options(args, TrainOptions)
+    for name in ("data", "val_data"):  # a resumed run may start in another folder
+        if given.get(name) not in (None, "", "synthetic"):
+            given[name] = str(Path(given[name]).resolve())
     communicator = MPICommunicator() if args.distributed else ONE_PROCESS
     args.communicator = communicator  # main() aborts every process on an error
     if args.resume:
@@ -71,18 +86,30 @@ def _train(args):
 
 
 def _predict(args):
+    from tqdm import tqdm
+
     from scratchseg.inference import predict_files
 
-    for path in predict_files(args.model, args.images, args.out, overlay_images=args.overlay,
-                              tile=args.tile, backend=args.backend):
-        print(path)
+    written = 0
+    try:
+        for path in predict_files(args.model, args.images, args.out, overlay_images=args.overlay,
+                                  tile=args.tile, backend=args.backend,
+                                  progress=not args.quiet):
+            tqdm.write(str(path))
+            written += 1
+    except (ValueError, OSError) as error:
+        if written:
+            raise type(error)(f"{error} (the {written} file(s) listed above were written "
+                              f"before it)") from error
+        raise
     return 0
 
 
 def _evaluate(args):
     from scratchseg.inference import evaluate_folder
 
-    result = evaluate_folder(args.model, args.data, tile=args.tile, backend=args.backend)
+    result = evaluate_folder(args.model, args.data, tile=args.tile, backend=args.backend,
+                             mask_suffix=args.mask_suffix)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -91,6 +118,15 @@ def _evaluate(args):
         print(f"{row['class']:>5} {row['value']:>6} {row['iou']:>8.4f} {row['dice']:>8.4f}")
     print(f"\nimages {result['images']}  pixel accuracy {result['pixel_accuracy']:.4f}  "
           f"mean IoU {result['mean_iou']:.4f}  mean Dice {result['mean_dice']:.4f}")
+    return 0
+
+
+def _export(args):
+    from scratchseg.export import export_onnx
+    from scratchseg.inference import model_file
+
+    export_onnx(model_file(args.model), args.onnx)
+    print(args.onnx)
     return 0
 
 
@@ -124,18 +160,20 @@ def _bench(args):
 def build_parser():
     parser = OneLineErrorParser(prog="scratchseg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    defaults_shown = dict(formatter_class=DefaultsShown)
 
     check = commands.add_parser(
-        "gradcheck", help="check every op's and layer's gradients against central differences")
-    check.add_argument("--backend", choices=BACKENDS, default="numpy")
-    check.add_argument("--seed", type=int, default=0)
+        "gradcheck", help="check every op's and layer's gradients against central differences",
+        **defaults_shown)
+    check.add_argument("--backend", choices=BACKENDS, default="numpy", help="array module")
+    check.add_argument("--seed", type=int, default=0, help="seed of the test inputs")
     check.add_argument("--model", action="store_true",
                        help="also check the whole U-Net (tiny configurations), layer by layer")
     check.add_argument("--mode", choices=("full", "random"), default="full",
                        help="for --model: every element, or one random direction per tensor")
     check.set_defaults(run=_gradcheck)
 
-    train = commands.add_parser("train", help="train a U-Net")
+    train = commands.add_parser("train", help="train a U-Net", **defaults_shown)
     train.add_argument("--out", help="run directory (model, checkpoint, metrics, pictures)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -144,37 +182,58 @@ def build_parser():
     add_option_flags(train, TrainOptions)  # one flag per option, derived from its field
     train.set_defaults(run=_train)
 
-    predict = commands.add_parser("predict", help="write predicted masks for images")
-    predict.add_argument("--model", required=True, help="a model.safetensors from training")
-    predict.add_argument("--out", required=True, help="folder for <stem>.png masks")
+    model_help = "a run folder or its model.safetensors (or model_best.safetensors)"
+    predict = commands.add_parser("predict", help="write predicted masks for images",
+                                  **defaults_shown)
+    predict.add_argument("--model", required=True, help=model_help)
+    predict.add_argument("--out", required=True,
+                         help="folder for <stem>.png masks (<stem>_<page>.png for stacks)")
     predict.add_argument("--overlay", action="store_true", help="also write coloured overlays")
-    predict.add_argument("images", nargs="+", help="PNG or TIFF images")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("images", nargs="+", help="PNG, JPEG, BMP, GIF or TIFF images")
 
-    evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder")
-    evaluate.add_argument("--model", required=True)
+    evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder",
+                                   **defaults_shown)
+    evaluate.add_argument("--model", required=True, help=model_help)
     evaluate.add_argument("--data", required=True, help="folder with images/ and masks/")
+    evaluate.add_argument("--mask-suffix", default=None,
+                          help="a mask's stem is its image's stem plus this (default: the "
+                               "training run's)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     for sub, run in ((predict, _predict), (evaluate, _evaluate)):
-        sub.add_argument("--tile", type=int, default=None, help="output tile edge")
-        sub.add_argument("--backend", choices=BACKENDS, default="numpy")
+        sub.add_argument("--tile", type=int, default=None,
+                         help="output tile edge (default: up to 192 pixels)")
+        sub.add_argument("--backend", choices=BACKENDS, default="numpy", help="array module")
         sub.set_defaults(run=run)
 
-    summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory")
-    summary.add_argument("--in-channels", type=int, default=1)
-    summary.add_argument("--num-classes", type=int, default=2)
-    summary.add_argument("--base-channels", type=int, default=64)
-    summary.add_argument("--depth", type=int, default=4)
-    summary.add_argument("--padding", choices=("valid", "same"), default="valid")
-    summary.add_argument("--batch-norm", action="store_true")
-    summary.add_argument("--dropout", type=float, default=0.0)
-    summary.add_argument("--input-size", type=int, default=None)
-    summary.add_argument("--batch-size", type=int, default=1)
+    export = commands.add_parser("export", help="write a trained model as an ONNX file",
+                                 **defaults_shown)
+    export.add_argument("--model", required=True, help=model_help)
+    export.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
+    export.set_defaults(run=_export)
+
+    summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory",
+                                  **defaults_shown)
+    summary.add_argument("--in-channels", type=int, default=1, help="image channels")
+    summary.add_argument("--num-classes", type=int, default=2, help="classes")
+    summary.add_argument("--base-channels", type=int, default=64,
+                         help="channels of the first level")
+    summary.add_argument("--depth", type=int, default=4, help="number of 2x2 poolings")
+    summary.add_argument("--padding", choices=("valid", "same"), default="valid",
+                         help="valid (the paper's) or same")
+    summary.add_argument("--batch-norm", action="store_true", help="batch norm after convs")
+    summary.add_argument("--dropout", type=float, default=0.0,
+                         help="dropout at the end of the contracting path")
+    summary.add_argument("--input-size", type=int, default=None,
+                         help="input edge (default: 572 valid, 256 same)")
+    summary.add_argument("--batch-size", type=int, default=1, help="images per batch")
     summary.set_defaults(run=_summary)
 
     from scratchseg.tools.bench import add_arguments
 
     bench = commands.add_parser(
-        "bench", help="time every U-Net op and a training step against PyTorch")
+        "bench", help="time every U-Net op and a training step against PyTorch",
+        **defaults_shown)
     add_arguments(bench)
     bench.set_defaults(run=_bench)
     return parser

@@ -33,7 +33,7 @@ from scratchseg.fileio import atomic_path
 from scratchseg.functional._checks import pair
 from scratchseg.nn import UNet
 from scratchseg.nn.layers import BatchNorm2d, Conv2d, ConvTranspose2d, Dropout, MaxPool2d, ReLU
-from scratchseg.training.checkpoint import drop_batch_norm_counters, load_model
+from scratchseg.training.checkpoint import drop_batch_norm_counters, load_model, model_metadata
 
 MIN_OPSET = 13
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -51,10 +51,8 @@ def _import_onnx():
 def _load(model_path):
     """(model in eval mode, every string metadata entry) or a ValueError naming the path.
 
-    The model is built as ``scratchseg.inference.load_trained`` builds it, without
+    The model is built as ``scratchseg.inference.load_model`` builds it, without
     that module's imaging dependencies."""
-    from safetensors import safe_open
-
     state, config, _ = load_model(model_path)  # its errors name the path
     try:
         model = UNet(**config)
@@ -65,9 +63,7 @@ def _load(model_path):
         model.load_state_dict(drop_batch_norm_counters(state))
     except ValueError as err:
         raise ValueError(f"cannot export {model_path}: {err}") from err
-    with safe_open(os.fspath(model_path), framework="numpy") as f:
-        metadata = dict(f.metadata() or {})
-    return model.eval(), metadata
+    return model.eval(), model_metadata(model_path)
 
 
 class _Graph:

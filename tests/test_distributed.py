@@ -26,7 +26,8 @@ from scratchseg.training.distributed import (
     shard,
     synchronise_batch_norm,
 )
-from scratchseg.training.loop import split_dataset, training_step
+from scratchseg.training.loop import training_step
+from scratchseg.training.split import split_dataset
 
 
 class Doubling:
@@ -120,7 +121,8 @@ def test_an_empty_shard_joins_every_collective_with_zeros():
     replicas = [_parallel_replica(comm) for comm in (first, second)]
     for comm, (model, optimizer, buckets) in zip((first, second), replicas):
         model.dropout.batch_shard = (1, comm.rank, comm.size)
-        x, labels, _ = training_batch(data, shard([0], comm.rank, comm.size), epoch=0, seed=0,
+        mine = shard([0], comm.rank, comm.size)
+        x, labels, _ = training_batch(data, mine, mine, epoch=0, seed=0,
                                       input_size=32, output_size=32)
         assert len(x) == 1 - comm.rank
         loss = training_step(model, optimizer, x, labels, communicator=comm, buckets=buckets)
@@ -246,8 +248,9 @@ optimizer, buckets = SGD(model, lr=0.05, momentum=0.9), GradientBuckets(model)
 data = SyntheticShapes(num_samples=16, size=32, seed=0)
 for step in range(8):
     batch = range(8 * (step % 2), 8 * (step % 2) + 8)
-    x, labels, _ = training_batch(data, shard(list(batch), comm.rank, comm.size), epoch=step,
-                                  seed=0, input_size=32, output_size=32)
+    mine = shard(list(batch), comm.rank, comm.size)
+    x, labels, _ = training_batch(data, mine, mine, epoch=step, seed=0, input_size=32,
+                                  output_size=32)
     training_step(model, optimizer, x.astype(np.float64), labels, communicator=comm,
                   buckets=buckets)
 if comm.rank == 0:

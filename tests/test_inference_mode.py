@@ -9,7 +9,7 @@ import pytest
 from scratchseg import is_grad_enabled, no_grad
 from scratchseg.data import SyntheticShapes, predict_logits
 from scratchseg.data.tiling import mirror_crop, tile_geometry
-from scratchseg.inference import predict_mask
+from scratchseg.inference import TrainedModel
 from scratchseg.nn import UNet
 from scratchseg.training.loop import evaluate
 
@@ -69,10 +69,10 @@ def test_predict_logits_leaves_no_cache(padding):
     assert all(layer._cache is None for _, layer in model.named_layers())
 
 
-def test_predict_mask_leaves_no_cache():
+def test_a_trained_models_predict_leaves_no_cache():
     model = _unet("same").eval()
-    classes, mask = predict_mask(model, _image(20, 24), [0, 255])
-    assert classes.shape == mask.shape == (20, 24)
+    mask = TrainedModel(model, [0, 255], {}).predict(_image(20, 24))
+    assert mask.shape == (20, 24) and set(mask.ravel()) <= {0, 255}
     assert _cached(model) == []
 
 

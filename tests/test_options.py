@@ -44,14 +44,15 @@ def test_every_field_declares_help_and_rule():
 
 
 def test_resumable_options_come_from_the_fields():
-    assert RESUMABLE_OPTIONS == ("epochs", "backend", "trace")
+    assert RESUMABLE_OPTIONS == ("epochs", "val_every", "backend", "trace")
 
 
 def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "(default: 30)" in out  # --epochs
+    assert "(default: 0)" in out  # --epochs
+    assert "(default: percentile)" in out and "(default: none)" in out  # --mask-suffix
     assert "base learning rate (default: 0.05)" in out
     assert "(default: cosine)" in out and "--no-augment" in out
 
@@ -96,8 +97,12 @@ def test_a_new_field_gets_a_flag_and_validation():
 
 @pytest.mark.parametrize("change, message", [
     (dict(lr=-0.1), "--lr must be a number >= 0, got -0.1"),
-    (dict(epochs=0), "--epochs must be an integer >= 1, got 0"),
-    (dict(epochs=True), "--epochs must be an integer >= 1, got True"),
+    (dict(epochs=-1), "--epochs must be an integer >= 0, got -1"),
+    (dict(epochs=True), "--epochs must be an integer >= 0, got True"),
+    (dict(class_weights="1,-2"), "--class-weights must be none, balanced or w0,w1,..., "
+                                 "got '1,-2'"),
+    (dict(class_weights="0,0"), "--class-weights must be none, balanced or w0,w1,..., "
+                                "got '0,0'"),
     (dict(momentum=1.0), "--momentum must be in [0, 1), got 1.0"),
     (dict(weight_decay=float("nan")), "--weight-decay must be a number >= 0, got nan"),
     (dict(padding="full"), "--padding must be one of valid, same, got 'full'"),
@@ -115,7 +120,7 @@ def test_resumed_options_change_only_the_resumable_ones():
     options = resumed_options(stored, dict(epochs=4, depth=3), "run")
     assert options == TrainOptions(epochs=4)
     with pytest.raises(ValueError, match=r"cannot change --depth \(the run has 3, got 2\); "
-                                         r"only --epochs, --backend, --trace may change"):
+                                         r"only --epochs, --val-every, --backend, --trace may change"):
         resumed_options(stored, dict(depth=2), "run")
-    with pytest.raises(ValueError, match="--epochs must be an integer >= 1, got 0"):
-        resumed_options(stored, dict(epochs=0), "run")
+    with pytest.raises(ValueError, match="--epochs must be an integer >= 0, got -1"):
+        resumed_options(stored, dict(epochs=-1), "run")

@@ -16,7 +16,8 @@ from scratchseg.training.checkpoint import load_model, load_training_state, save
 from scratchseg.training.loop import Trainer
 
 TINY = ["--num-samples", "6", "--image-size", "40", "--base-channels", "4", "--depth", "2",
-        "--tile", "32", "--batch-size", "2", "--warmup-steps", "0", "--quiet"]
+        "--tile", "32", "--batch-size", "2", "--tiles-per-epoch", "6", "--warmup-steps", "0",
+        "--quiet"]
 
 
 def _train(tmp_path, name, *extra):
@@ -70,8 +71,8 @@ def test_resume_continues_bit_identically(tmp_path, monkeypatch):
 
     real_save = Trainer.save
 
-    def save_then_interrupt(self):
-        real_save(self)
+    def save_then_interrupt(self, best):
+        real_save(self, best)
         if self.epoch == 1:
             raise KeyboardInterrupt  # the user presses Ctrl-C after the first epoch
 
@@ -180,7 +181,7 @@ def test_errors_are_one_line_without_traceback(tmp_path, monkeypatch, capsys, ar
 
 
 @pytest.mark.parametrize("flag, value", [
-    ("--batch-size", "0"), ("--epochs", "0"), ("--epochs", "-1"), ("--lr", "nan"),
+    ("--batch-size", "0"), ("--epochs", "-1"), ("--tiles-per-epoch", "-1"), ("--lr", "nan"),
     ("--lr", "-0.1"), ("--momentum", "1"), ("--weight-decay", "inf"), ("--dropout", "1"),
     ("--tile", "0"), ("--depth", "0"), ("--val-fraction", "1"), ("--num-samples", "0"),
 ])
@@ -197,7 +198,8 @@ def test_help_returns_zero(capsys):
     assert main(["train", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "--batch-norm" in out
-    assert "epochs to train (on resume: the new total) (default: 30)" in out
+    assert ("epochs to train, 0 = as many as make about 500 SGD steps (on resume: the new "
+            "total) (default: 0)") in out
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +261,8 @@ def test_resuming_a_finished_run_needs_more_epochs(finished_run, capsys, epochs)
 
 
 def test_resume_validates_the_new_epochs(finished_run, capsys):
-    assert main(["train", "--resume", str(finished_run), "--epochs", "0", "--quiet"]) == 2
-    assert "--epochs must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["train", "--resume", str(finished_run), "--epochs", "-1", "--quiet"]) == 2
+    assert "--epochs must be an integer >= 0, got -1" in capsys.readouterr().err
 
 
 def test_predict_refuses_negative_class_values_before_writing(tmp_path, capsys):

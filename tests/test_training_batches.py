@@ -1,4 +1,4 @@
-"""training_batch, epoch_order, batch_indices, WeightMaps: tiles keyed on (seed, epoch, index)."""
+"""training_batch, epoch_order, batch_indices, WeightMaps: tiles keyed on (seed, epoch, draw)."""
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from scratchseg.data import (
     batch_indices,
     epoch_order,
     instances_from_mask,
+    tiles_per_image,
     training_batch,
     unet_weight_map,
 )
@@ -22,8 +23,11 @@ def dataset():
     return SyntheticShapes(num_samples=5, size=32, seed=3, radius=(4.0, 7.0))
 
 
-def batch(dataset, indices, epoch=0, seed=0, augment=True, weight_maps=None, **tile):
-    return training_batch(dataset, indices, epoch=epoch, seed=seed, augment=augment,
+def batch(dataset, indices, epoch=0, seed=0, augment=True, weight_maps=None, draws=None,
+          **tile):
+    """The batch of ``indices``, drawn as draws ``draws`` (default: the indices themselves)."""
+    draws = indices if draws is None else draws
+    return training_batch(dataset, indices, draws, epoch=epoch, seed=seed, augment=augment,
                           weight_maps=weight_maps, **(tile or TILE))
 
 
@@ -93,12 +97,36 @@ def test_tile_without_augmentation_is_a_crop_of_the_sample(dataset):
 
 def test_epoch_order_is_a_seeded_permutation():
     for n in (0, 1, 7, 30):
-        order = epoch_order(n, epoch=2, seed=5)
+        order = epoch_order([1] * n, epoch=2, seed=5)
         assert sorted(order.tolist()) == list(range(n))
-    np.testing.assert_array_equal(epoch_order(30, epoch=2, seed=5),
-                                  epoch_order(30, epoch=2, seed=5))
-    assert not np.array_equal(epoch_order(30, epoch=2, seed=5), epoch_order(30, epoch=3, seed=5))
-    assert not np.array_equal(epoch_order(30, epoch=2, seed=5), epoch_order(30, epoch=2, seed=6))
+    ones = [1] * 30
+    np.testing.assert_array_equal(epoch_order(ones, epoch=2, seed=5),
+                                  epoch_order(ones, epoch=2, seed=5))
+    first = epoch_order(ones, epoch=2, seed=5)
+    assert not np.array_equal(first, epoch_order(ones, epoch=3, seed=5))
+    assert not np.array_equal(first, epoch_order(ones, epoch=2, seed=6))
+
+
+def test_an_epoch_draws_each_image_by_its_area():
+    counts = tiles_per_image([(256, 384), (64, 64), (10, 10)], 64)
+    assert counts == [24, 1, 1]
+    order = epoch_order(counts, epoch=0, seed=0)
+    assert np.bincount(order).tolist() == [24, 1, 1]
+    assert order[:10].tolist() != [0] * 10  # shuffled
+    longer = epoch_order([2, 1], epoch=0, seed=0, total=7)  # rounds of 3, each shuffled
+    assert np.bincount(longer[:6]).tolist() == [4, 2] and len(longer) == 7
+    assert epoch_order([2, 1], epoch=0, seed=0, total=2).tolist() in ([0, 0], [0, 1], [1, 0])
+    with pytest.raises(ValueError, match="no images"):
+        epoch_order([], epoch=0, seed=0, total=3)
+
+
+def test_draws_of_one_image_are_different_tiles(dataset):
+    x, labels, _ = batch(dataset, [2, 2], draws=[0, 1])
+    assert not np.array_equal(x[0], x[1])
+    again, _, _ = batch(dataset, [2], draws=[1])
+    np.testing.assert_array_equal(again[0], x[1])  # keyed on the draw, not the batch
+    with pytest.raises(ValueError, match="one draw number per index"):
+        batch(dataset, [2, 2], draws=[0])
 
 
 def test_batch_indices_keeps_last_partial_batch():
@@ -153,9 +181,9 @@ def test_sample_streams_are_apart_from_the_epoch_order(dataset, monkeypatch):
 
     samples = [dataset[i] for i in range(len(dataset))]  # a list is a dataset too
     monkeypatch.setattr(np.random, "default_rng", recording_default_rng)
-    epoch_order(len(samples), epoch=0, seed=2)
+    epoch_order([1] * len(samples), epoch=0, seed=2)
     batch(samples, [0, 1, 4], epoch=0, seed=2, weight_maps=WeightMaps())
-    epoch_order(len(samples), epoch=3, seed=2)
+    epoch_order([1] * len(samples), epoch=3, seed=2)
     batch(samples, [0, 1, 4], epoch=3, seed=2, weight_maps=WeightMaps())
     monkeypatch.undo()
     assert len(created) == 8

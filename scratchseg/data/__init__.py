@@ -2,7 +2,13 @@
 weight maps, tiling."""
 
 from scratchseg.data.augment import augment
-from scratchseg.data.batches import WeightMaps, batch_indices, epoch_order, training_batch
+from scratchseg.data.batches import (
+    WeightMaps,
+    batch_indices,
+    epoch_order,
+    tiles_per_image,
+    training_batch,
+)
 from scratchseg.data.dataset import IGNORE_INDEX, Sample, Subset, instances_from_mask
 from scratchseg.data.folder import MASK_MODES, FolderDataset
 from scratchseg.data.images import IMAGE_EXTENSIONS, read_image, read_pages
@@ -45,6 +51,7 @@ __all__ = [
     "read_image",
     "read_mask_pages",
     "read_pages",
+    "tiles_per_image",
     "training_batch",
     "unet_weight_map",
     "write_labels",

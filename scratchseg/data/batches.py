@@ -1,12 +1,17 @@
-"""Training batches keyed on (seed, epoch, sample index): the same tiles on any process.
+"""Training batches keyed on (seed, epoch, draw): the same tiles on any process.
 
-Every random draw for a sample (augmentation, tile position) comes from
-``numpy.random.default_rng([SAMPLE_STREAM, seed, epoch, index])``, never from
+An epoch is a shuffled list of draws, each one random tile of one image; an
+image of A pixels is drawn about A / (output tile area) times, so an epoch
+covers each image's area about once. Every random draw of a tile
+(augmentation, tile position) comes from
+``numpy.random.default_rng([SAMPLE_STREAM, seed, epoch, draw])``, never from
 a shared generator, so splitting a batch over processes, or resuming a run,
 gives exactly the tiles one uninterrupted process would have drawn. Each use
 has its own leading stream tag: NumPy's seed sequences treat trailing zeros
 as absent, so [seed, epoch] and [seed, epoch, 0] would give the same numbers.
 """
+
+import math
 
 import numpy as np
 
@@ -18,9 +23,21 @@ from scratchseg.data.weightmap import unet_weight_map
 ORDER_STREAM, SAMPLE_STREAM, SPLIT_STREAM, DROPOUT_STREAM = 1, 2, 3, 4
 
 
-def epoch_order(num_samples, *, epoch, seed):
-    """The permutation of sample indices for ``epoch``."""
-    return np.random.default_rng([ORDER_STREAM, seed, epoch]).permutation(num_samples)
+def tiles_per_image(shapes, tile):
+    """Draws per epoch of each image of ``shapes`` ((H, W) each): ceil(H W / tile^2)."""
+    return [max(1, math.ceil(height * width / tile**2)) for height, width in shapes]
+
+
+def epoch_order(tile_counts, *, epoch, seed, total=None):
+    """The sample index of each draw of ``epoch``: image i ``tile_counts[i]`` times, shuffled;
+    repeated (each round shuffled anew) and cut to ``total`` draws when given."""
+    rng = np.random.default_rng([ORDER_STREAM, seed, epoch])
+    pool = np.repeat(np.arange(len(tile_counts)), tile_counts)
+    total = len(pool) if total is None else total
+    if total and not len(pool):
+        raise ValueError("epoch_order: no images to draw tiles from")
+    rounds = [rng.permutation(pool) for _ in range(-(-total // max(len(pool), 1)))]
+    return np.concatenate(rounds or [pool])[:total]
 
 
 def batch_indices(order, batch_size):
@@ -46,23 +63,27 @@ class WeightMaps:
         return self._maps[index]
 
 
-def training_batch(dataset, indices, *, epoch, seed, input_size, output_size, augment=True,
-                   weight_maps=None):
+def training_batch(dataset, indices, draws, *, epoch, seed, input_size, output_size,
+                   augment=True, weight_maps=None):
     """x float32 (B, C, s, s), labels int64 (B, o, o), weights float32 (B, o, o) or None.
 
-    For each index: its weight map (when ``weight_maps`` is a WeightMaps),
-    augmentation (when ``augment``), then a random tile with input edge s and
-    output edge o, all drawn from the sample's own generator. No indices give
-    B = 0 (the empty shard of a process in data-parallel training).
+    For each sample index and its draw number in the epoch: the sample's weight
+    map (when ``weight_maps`` is a WeightMaps), augmentation (when ``augment``),
+    then a random tile with input edge s and output edge o, all drawn from the
+    draw's own generator. No indices give B = 0 (the empty shard of a process in
+    data-parallel training).
     """
+    if len(indices) != len(draws):
+        raise ValueError(f"training_batch: one draw number per index, got {len(indices)} "
+                         f"indices and {len(draws)} draws")
     if len(indices) == 0:
         x = np.zeros((0, dataset.in_channels, input_size, input_size), np.float32)
         labels = np.zeros((0, output_size, output_size), np.int64)
         return x, labels, None if weight_maps is None else labels.astype(np.float32)
     images, masks, weights = [], [], []
-    for index in indices:
+    for index, draw in zip(indices, draws, strict=True):
         sample = dataset[index]
-        rng = np.random.default_rng([SAMPLE_STREAM, seed, epoch, int(index)])
+        rng = np.random.default_rng([SAMPLE_STREAM, seed, epoch, int(draw)])
         weight = None if weight_maps is None else weight_maps(int(index), sample)
         image, mask = sample.image, sample.mask
         if augment:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from scratchseg.data.dataset import Sample
+from scratchseg.data.normalize import NORMALIZATIONS, normalize_image
 
 CLASS_NAMES = ("background", "ellipse", "rectangle", "triangle")
 _PLACEMENT_TRIES = 20
@@ -122,6 +123,7 @@ class SyntheticShapes:
     background: range of the background's mean intensity.
     gradient: the largest intensity change of the background ramp across the image.
     noise_std: standard deviation of the additive Gaussian noise.
+    normalize: the per-image intensity normalisation of scratchseg.data.normalize.
     """
 
     num_classes = len(CLASS_NAMES)
@@ -142,6 +144,7 @@ class SyntheticShapes:
         background=(0.05, 0.25),
         gradient=0.1,
         noise_std=0.05,
+        normalize="none",
     ):
         height, width = (size, size) if np.isscalar(size) else size
         if min(height, width) < 2 * radius[1] + 1:
@@ -154,6 +157,10 @@ class SyntheticShapes:
         self.num_samples = int(num_samples)
         self.height, self.width = int(height), int(width)
         self.seed = seed
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"SyntheticShapes: normalize must be one of {NORMALIZATIONS}, "
+                             f"got {normalize!r}")
+        self.normalize = normalize
         self.options = dict(
             num_objects=num_objects,
             radius=radius,
@@ -181,4 +188,5 @@ class SyntheticShapes:
     def __getitem__(self, index):
         scene = self.scene(index)
         name = f"synthetic-{index % self.num_samples:05d}"
-        return Sample(scene.image, scene.mask, scene.instances, name)
+        return Sample(normalize_image(scene.image, self.normalize), scene.mask,
+                      scene.instances, name)

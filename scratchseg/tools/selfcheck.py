@@ -36,8 +36,10 @@ def _op_cases(rng):
     gamma, beta = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3)
 
     def loss_forward(z, **kw):
-        return F.softmax_cross_entropy_forward(z, labels, to_device(class_weight, backend_name(z)),
-                                               to_device(weight_map, backend_name(z)), -1, **kw)
+        device = backend_name(z)
+        return F.softmax_cross_entropy_forward(z, to_device(labels, device),
+                                               to_device(class_weight, device),
+                                               to_device(weight_map, device), -1, **kw)
 
     dice_labels = rng.integers(0, 3, (2, 4, 5))
     dice_weight = rng.uniform(0.5, 3.0, (2, 4, 5))

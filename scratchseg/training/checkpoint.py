@@ -67,13 +67,17 @@ def _read(path, expected_format):
             arrays = {name: f.get_tensor(name) for name in f.keys()}
     except (OSError, SafetensorError) as err:
         raise ValueError(f"cannot read {path}: not a readable safetensors file ({err})") from err
+    _check_format(path, metadata, expected_format)
+    return arrays, metadata
+
+
+def _check_format(path, metadata, expected_format):
     found = metadata.get("format")
     if found != expected_format:
         raise ValueError(
             f"cannot read {path}: expected a {expected_format!r} file, "
             f"found metadata format {found!r}"
         )
-    return arrays, metadata
 
 
 def _loads(path, metadata, key):
@@ -107,6 +111,17 @@ def load_model(path):
     the arrays as NumPy arrays in the file's order. A ValueError says what is wrong."""
     arrays, metadata = _read(path, MODEL_FORMAT)
     return arrays, _loads(path, metadata, "config"), _loads(path, metadata, "class_values")
+
+
+def model_metadata(path):
+    """The string metadata of a model file: format, config, class_values and any extra keys."""
+    try:
+        with safe_open(os.fspath(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise ValueError(f"cannot read {path}: not a readable safetensors file ({err})") from err
+    _check_format(path, metadata, MODEL_FORMAT)
+    return metadata
 
 
 def add_batch_norm_counters(state_dict, count):

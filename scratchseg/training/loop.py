@@ -1,20 +1,27 @@
 """The training loop: SGD on random tiles, validation by overlap-tile inference, resume.
 
-A run directory holds, rewritten atomically after every epoch:
-``model.safetensors`` (weights, architecture and class mapping: all that
-``predict`` needs, and loadable by PyTorch), ``checkpoint.safetensors``
+An epoch draws random tiles covering each training image's area about once
+(``--tiles-per-epoch`` overrides it); by default a run takes about 500 SGD steps.
+Every ``val_every`` epochs, and after the last, the run validates and rewrites its
+directory atomically:
+``model.safetensors`` (weights, architecture, class mapping and how to read
+images: all that ``predict`` needs, and loadable by PyTorch),
+``model_best.safetensors`` (the same for the epoch with the best validation
+mean IoU so far), ``checkpoint.safetensors``
 (weights, momentum buffers, epoch, step, options and history: an exact
 resume), ``metrics.csv``, ``curves.png`` and ``samples.png`` (and with ``trace``,
 ``trace.csv`` and ``gradient_flow.png``: see scratchseg.training.trace). The model file
 holds PyTorch's ``num_batches_tracked`` for every batch norm: the number of
 SGD steps taken (one training forward each, PyTorch's count).
 
-Every random draw is keyed on (seed, epoch, sample index), never on a
-global generator, so a resumed run continues bit-identically.
+Every random draw is keyed on (seed, epoch, draw), never on a global generator,
+so a resumed run continues bit-identically from its last written epoch.
 """
 
+import contextlib
 import csv
 import io
+import json
 import math
 import time
 from dataclasses import asdict
@@ -26,23 +33,29 @@ from tqdm import tqdm
 from scratchseg.backend import get_array_module, to_device
 from scratchseg.data import (
     FolderDataset,
-    Subset,
     SyntheticShapes,
     WeightMaps,
     batch_indices,
     epoch_order,
     input_size_for_output,
     predict_logits,
+    tiles_per_image,
     training_batch,
 )
-from scratchseg.data.batches import DROPOUT_STREAM, SPLIT_STREAM
+from scratchseg.data.batches import DROPOUT_STREAM
+from scratchseg.data.dataset import IGNORE_INDEX
 from scratchseg.fileio import atomic_write_text
 from scratchseg.functional.loss import NonFiniteError
 from scratchseg.grad_mode import no_grad
 from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
 from scratchseg.nn import UNet
 from scratchseg.nn.optim import SGD, make_schedule
-from scratchseg.ops import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from scratchseg.ops import (
+    dice_loss_backward,
+    dice_loss_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
 from scratchseg.training.checkpoint import (
     add_batch_norm_counters,
     load_training_state,
@@ -56,13 +69,18 @@ from scratchseg.training.distributed import (
     shard,
     synchronise_batch_norm,
 )
+from scratchseg.training.objective import class_weights, pixel_weights
 from scratchseg.training.options import resumed_options
 from scratchseg.training.plots import plot_curves, plot_samples
+from scratchseg.training.split import split_dataset
 from scratchseg.training.trace import GradientFlowTracer
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_pixel_acc", "val_miou", "val_dice",
                   "lr", "seconds")
-MODEL_FILE, CHECKPOINT_FILE = "model.safetensors", "checkpoint.safetensors"
+MODEL_FILE, BEST_MODEL_FILE = "model.safetensors", "model_best.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+AUTO_STEPS = 500  # the default run length in SGD steps
+AUTO_VALIDATIONS = 15  # about how often the default run validates and writes its files
 TRACE_FILE = "trace.csv"
 
 
@@ -70,23 +88,37 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a diverged loss, an unusable run directory)."""
 
 
-def load_dataset(options):
-    """The built-in synthetic shapes, or a folder DIR/images + DIR/masks."""
-    if options.data == "synthetic":
-        return SyntheticShapes(options.num_samples, options.image_size, options.seed)
-    return FolderDataset(options.data)
+def load_dataset(options, class_values=None, folder=None):
+    """The built-in synthetic shapes, or the folder ``folder`` (default ``options.data``)
+    read as the options say."""
+    folder = folder or options.data
+    if folder == "synthetic":
+        return SyntheticShapes(options.num_samples, options.image_size, options.seed,
+                               normalize=options.normalize)
+    return FolderDataset(folder, class_values=class_values, **options.folder_settings())
 
 
-def split_dataset(dataset, val_fraction, seed):
-    """A seeded train/validation split; at least one sample on each side when possible."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    order = numpy.random.default_rng([SPLIT_STREAM, seed]).permutation(len(dataset))
-    num_val = min(max(round(len(dataset) * val_fraction), 1 if val_fraction > 0 else 0),
-                  len(dataset) - 1)
-    if len(dataset) < 1 or (val_fraction > 0 and len(dataset) < 2):
-        raise ValueError(f"need at least 2 samples to split off validation, got {len(dataset)}")
-    return Subset(dataset, sorted(order[num_val:])), Subset(dataset, sorted(order[:num_val]))
+def training_and_validation(options):
+    """(train set, validation set, class values): ``--val-data``, or split off ``--data``."""
+    dataset = load_dataset(options)
+    if not options.val_data:
+        return (*split_dataset(dataset, options.val_fraction, options.seed),
+                dataset.class_values)
+    val_set = load_dataset(options, dataset.class_values, options.val_data)
+    if val_set.in_channels != dataset.in_channels:
+        raise ValueError(f"--val-data {options.val_data} holds {val_set.in_channels}-channel "
+                         f"images but --data {options.data} holds {dataset.in_channels}")
+    return dataset, val_set, dataset.class_values
+
+
+def intensity_range(dataset):
+    """[low, high]: the lowest 1st and highest 99.8th percentile of the normalised images,
+    stored with the model so predict can warn about images far outside it."""
+    low, high = numpy.inf, -numpy.inf
+    for i in range(len(dataset)):
+        p_low, p_high = numpy.percentile(dataset[i].image, (1.0, 99.8))
+        low, high = min(low, p_low), max(high, p_high)
+    return [float(low), float(high)]
 
 
 def tile_sizes(model, tile):
@@ -95,32 +127,44 @@ def tile_sizes(model, tile):
     return input_size, model.output_size(input_size)
 
 
-def training_step(model, optimizer, x, labels, weight_map=None, *,
+def training_step(model, optimizer, x, labels, weights=None, *, loss="ce",
                   communicator=ONE_PROCESS, buckets=None):
     """One SGD step on this process's shard of a global batch; returns the global mean loss.
 
-    The contract's step (zero_grad, forward, loss, backward, update) with the
-    loss summed over the shard and normalised by the global sum of pixel
-    weights, sum_i v_i / sum v = mean: one process or N give the same update.
+    The contract's step (zero_grad, forward, loss, backward, update).
+    Cross-entropy is summed over the shard and normalised by the global sum of
+    pixel weights, sum_i v_i / sum v = mean: one process or N give the same update.
+    The Dice loss is a ratio of sums over a batch, so each process takes its shard's
+    and the step averages them over the processes.
     """
     model.zero_grad()
     logits = model.forward(x)
-    loss_sum, cache = softmax_cross_entropy_forward(logits, labels, weight_map=weight_map,
-                                                    reduction="sum")
     xp = get_array_module(logits)
-    weight_sum = weight_map.sum() if weight_map is not None else labels.size
-    totals = communicator.allreduce(xp.stack([xp.asarray(v, dtype=xp.float64)
-                                              for v in (loss_sum, weight_sum)]))
-    loss, norm = float(totals[0]), float(totals[1])
-    model.backward(softmax_cross_entropy_backward(1.0 / norm, cache), input_grad=False)
+    total, dlogits = 0.0, None
+    if loss in ("ce", "ce+dice"):
+        loss_sum, cache = softmax_cross_entropy_forward(logits, labels, weight_map=weights,
+                                                        reduction="sum")
+        weight_sum = weights.sum() if weights is not None else labels.size
+        totals = communicator.allreduce(xp.stack([xp.asarray(v, dtype=xp.float64)
+                                                  for v in (loss_sum, weight_sum)]))
+        total += float(totals[0]) / float(totals[1])
+        dlogits = softmax_cross_entropy_backward(1.0 / float(totals[1]), cache)
+    if loss in ("dice", "ce+dice"):
+        dice, cache = dice_loss_forward(logits, labels, weight=weights)
+        total += float(communicator.allreduce(xp.asarray([dice], xp.float64))[0]) \
+            / communicator.size
+        ddice = dice_loss_backward(1.0 / communicator.size, cache)
+        dlogits = ddice if dlogits is None else dlogits + ddice
+    model.backward(dlogits, input_grad=False)
     if buckets is not None:
         buckets.allreduce(communicator)
     optimizer.step()
-    return loss / norm
+    return total
 
 
 def evaluate(model, dataset, *, tile=None, communicator=ONE_PROCESS):
-    """Whole-image overlap-tile inference: (loss, confusion matrix, {index: prediction}).
+    """Whole-image overlap-tile inference: (cross-entropy, confusion matrix,
+    {index: prediction}); ignored pixels count in neither.
 
     The model runs in eval mode under ``no_grad()`` and is left in training mode.
 
@@ -135,11 +179,14 @@ def evaluate(model, dataset, *, tile=None, communicator=ONE_PROCESS):
         for i in shard(range(len(dataset)), communicator.rank, communicator.size):
             sample = dataset[i]
             logits = predict_logits(model, sample.image, tile=tile)
-            loss, _ = softmax_cross_entropy_forward(logits[None], sample.mask[None],
-                                                    reduction="sum")
-            sums += (float(loss), sample.mask.size)
+            labels, weights = pixel_weights(sample.mask, None, None)
+            loss, _ = softmax_cross_entropy_forward(
+                logits[None], labels[None], reduction="sum",
+                weight_map=None if weights is None else weights[None])
+            sums += (float(loss), sample.mask.size if weights is None else weights.sum())
             predictions[i] = logits.argmax(axis=0)
-            cm += confusion_matrix(predictions[i], sample.mask, num_classes)
+            cm += confusion_matrix(predictions[i], sample.mask, num_classes,
+                                   ignore_index=IGNORE_INDEX)
     communicator.allreduce(cm)
     communicator.allreduce(sums)
     model.train()
@@ -177,18 +224,14 @@ class Trainer:
                                 f"--resume {self.out_dir} or choose another --out")
         if options.backend == "cupy" and communicator.size > 1:
             select_local_gpu(communicator)  # before the first CuPy array
-        dataset = load_dataset(options)
-        self.train_set, self.val_set = split_dataset(dataset, options.val_fraction, options.seed)
-        self.class_values = list(dataset.class_values)
-        self.model = UNet(**options.model_config(dataset), seed=options.seed,
+        self.train_set, self.val_set, self.class_values = training_and_validation(options)
+        self.class_weights = class_weights(options.class_weights, self.train_set)
+        self.model = UNet(**options.model_config(self.train_set), seed=options.seed,
                           backend=options.backend)
         self.input_size, self.output_size = tile_sizes(self.model, options.tile)
         self.optimizer = SGD(self.model, lr=options.lr, momentum=options.momentum,
                              weight_decay=options.weight_decay)
-        self.steps_per_epoch = math.ceil(len(self.train_set) / options.batch_size)
-        total = max(self.steps_per_epoch * options.epochs, 1)
-        self.lr_at = make_schedule(options.schedule, options.lr, total,
-                                   warmup_steps=min(options.warmup_steps, total - 1))
+        self._plan_epochs()
         self.weight_maps = WeightMaps() if options.weight_map else None
         self.buckets = None
         if communicator.size > 1:
@@ -200,12 +243,27 @@ class Trainer:
         self.epoch, self.step, self.history = 0, 0, []
         if resume:
             self._restore()
-            if self.epoch >= options.epochs:
+            if self.epoch >= self.epochs:
                 raise TrainingError(f"{self.out_dir} already finished its {self.epoch} epochs; "
                                     f"to train on, resume with --epochs N, a new total "
                                     f"N > {self.epoch}")
         if self.is_writer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def _plan_epochs(self):
+        """Tiles per epoch, steps per epoch, epochs, validation interval and the schedule."""
+        options = self.options
+        self.tile_counts = tiles_per_image(
+            [self.train_set[i].mask.shape for i in range(len(self.train_set))],
+            self.output_size)
+        self.tiles_per_epoch = options.tiles_per_epoch or max(sum(self.tile_counts),
+                                                              options.batch_size)
+        self.steps_per_epoch = math.ceil(self.tiles_per_epoch / options.batch_size)
+        self.epochs = options.epochs or math.ceil(AUTO_STEPS / self.steps_per_epoch)
+        self.val_every = options.val_every or max(1, round(self.epochs / AUTO_VALIDATIONS))
+        total = self.steps_per_epoch * self.epochs
+        self.lr_at = make_schedule(options.schedule, options.lr, total,
+                                   warmup_steps=min(options.warmup_steps, total - 1))
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -217,11 +275,24 @@ class Trainer:
         if self.tracer is not None and (self.out_dir / TRACE_FILE).exists():
             self.tracer.load_csv(self.out_dir / TRACE_FILE)
 
-    def save(self):
-        """Write the model file, the metrics, the curves, then the checkpoint (atomically)."""
-        state = self.model.state_dict()
-        save_model(self.out_dir / MODEL_FILE, add_batch_norm_counters(state, self.step),
-                   config=self.model.config, class_values=self.class_values)
+    def model_metadata(self):
+        """How predict reads images and writes masks for this model (JSON in the file)."""
+        options = self.options
+        style = getattr(self.train_set, "mask_style", None)
+        reading = dict(normalize=options.normalize, intensity_range=self.intensity_range,
+                       masks=options.masks, mask_suffix=options.mask_suffix,
+                       ignore_value=options.ignore_value,
+                       mask_style=None if style is None else [style.kind, style.palette])
+        return {"reading": json.dumps(reading)}
+
+    def save(self, best):
+        """Write the model file (and the best model's when ``best``), the metrics, the
+        curves, then the checkpoint (each atomically)."""
+        state = add_batch_norm_counters(self.model.state_dict(), self.step)
+        names = (MODEL_FILE, BEST_MODEL_FILE) if best else (MODEL_FILE,)
+        for name in names:
+            save_model(self.out_dir / name, state, config=self.model.config,
+                       class_values=self.class_values, extra_metadata=self.model_metadata())
         atomic_write_text(self.out_dir / "metrics.csv", _metrics_csv(self.history))
         plot_curves(self.history, self.out_dir / "curves.png")
         if self.tracer is not None:
@@ -231,26 +302,35 @@ class Trainer:
                             optimizer_state=self.optimizer.state_dict(), epoch=self.epoch,
                             step=self.step, rng_state={"seed": self.options.seed},
                             history=self.history,
-                            extra={"model": state, "options": asdict(self.options)})
+                            extra={"model": self.model.state_dict(),
+                                   "options": asdict(self.options)})
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self):
-        """Train until ``options.epochs``; returns the metrics history."""
-        options = self.options
-        bar = tqdm(total=self.steps_per_epoch * options.epochs, initial=self.step,
+        """Train until the planned epochs; returns the metrics history."""
+        if self.is_writer:
+            self.intensity_range = intensity_range(self.train_set)
+        bar = tqdm(total=self.steps_per_epoch * self.epochs, initial=self.step,
                    disable=not self.progress, unit="step", dynamic_ncols=True)
         with bar:
-            while self.epoch < options.epochs:
+            while self.epoch < self.epochs:
                 started = time.perf_counter()
-                row = self._validate(self._train_epoch(bar))
-                row["seconds"] = time.perf_counter() - started
-                self.history.append(row)
+                train_loss = self._train_epoch(bar)
                 self.epoch += 1
+                if self.epoch % self.val_every and self.epoch < self.epochs:
+                    continue
+                with self._stopping_on_divergence(f"the validation after epoch {self.epoch}"):
+                    row = self._validate(train_loss)
+                row["seconds"] = time.perf_counter() - started
+                best = row["val_miou"] is not None and all(
+                    row["val_miou"] > (past["val_miou"] or -1) for past in self.history)
+                self.history.append(row)
                 if self.is_writer:
-                    self.save()
+                    self.save(best)
                     bar.write(
-                        f"epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
+                        f"epoch {row['epoch']:>3}/{self.epochs}  train_loss "
+                        f"{row['train_loss']:.4f}  "
                         + (f"val_loss {row['val_loss']:.4f}  val_miou {row['val_miou']:.4f}  "
                            if row["val_miou"] is not None else "")
                         + f"({row['seconds']:.1f} s)")
@@ -261,44 +341,55 @@ class Trainer:
         options, model = self.options, self.model
         model.train()
         _reseed_dropout(model, options.seed, self.epoch)
-        order = epoch_order(len(self.train_set), epoch=self.epoch, seed=options.seed)
+        order = epoch_order(self.tile_counts, epoch=self.epoch, seed=options.seed,
+                            total=self.tiles_per_epoch)
         losses = []
         comm = self.communicator
-        for global_indices in batch_indices(order, options.batch_size):
-            indices = shard(global_indices, comm.rank, comm.size)  # [] when the batch is short
+        for global_draws in batch_indices(range(len(order)), options.batch_size):
+            draws = shard(global_draws, comm.rank, comm.size)  # [] when the batch is short
             if model.dropout is not None and comm.size > 1:
-                model.dropout.batch_shard = (len(global_indices), comm.rank, comm.size)
-            x, labels, weights = training_batch(
-                self.train_set, indices, epoch=self.epoch, seed=options.seed,
+                model.dropout.batch_shard = (len(global_draws), comm.rank, comm.size)
+            x, labels, border_weights = training_batch(
+                self.train_set, order[draws], draws, epoch=self.epoch, seed=options.seed,
                 input_size=self.input_size, output_size=self.output_size,
                 augment=options.augment, weight_maps=self.weight_maps)
+            labels, weights = pixel_weights(labels, border_weights, self.class_weights)
             device = [None if a is None else to_device(a, options.backend)
                       for a in (x, labels, weights)]
             self.optimizer.lr = self.lr_at(self.step)
             if self.tracer is not None:
                 self.tracer.before_step()
-            try:
-                # divergence is detected below and reported as one clear error
-                with numpy.errstate(over="ignore", invalid="ignore"):
-                    loss = training_step(model, self.optimizer, *device, communicator=comm,
-                                         buckets=self.buckets)
-            except NonFiniteError as error:
-                raise TrainingError(
-                    f"training diverged at epoch {self.epoch + 1}, step {self.step + 1} "
-                    f"(non-finite logits); lower --lr (now {options.lr})") from error
-            if not math.isfinite(loss):
-                raise TrainingError(f"non-finite loss {loss} at epoch {self.epoch + 1}, "
-                                    f"step {self.step + 1}; lower --lr (now {options.lr})")
+            losses.append(self._step(device))
             if self.tracer is not None:
                 self.tracer.after_step(self.step)
-            losses.append(loss)
             self.step += 1
-            bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.4f}", refresh=False)
+            bar.set_postfix(epoch=f"{self.epoch + 1}/{self.epochs}", loss=f"{losses[-1]:.4f}",
+                            refresh=False)
             bar.update()
         return float(numpy.mean(losses))
 
+    def _step(self, batch):
+        """One training step; a diverging loss stops the run with one clear error."""
+        with self._stopping_on_divergence(f"epoch {self.epoch + 1}, step {self.step + 1}"):
+            loss = training_step(self.model, self.optimizer, *batch, loss=self.options.loss,
+                                 communicator=self.communicator, buckets=self.buckets)
+            if not math.isfinite(loss):
+                raise NonFiniteError(f"loss {loss}")
+        return loss
+
+    @contextlib.contextmanager
+    def _stopping_on_divergence(self, where):
+        """NumPy's overflow warnings silenced inside; non-finite logits or loss end the run
+        with a TrainingError that says where and what to do."""
+        try:
+            with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                yield
+        except NonFiniteError as error:
+            raise TrainingError(f"training diverged at {where} ({error}); lower --lr (now "
+                                f"{self.options.lr})") from error
+
     def _validate(self, train_loss):
-        row = dict(epoch=self.epoch + 1, train_loss=train_loss, val_loss=None,
+        row = dict(epoch=self.epoch, train_loss=train_loss, val_loss=None,
                    val_pixel_acc=None, val_miou=None, val_dice=None,
                    lr=self.optimizer.lr, seconds=None)
         if len(self.val_set):

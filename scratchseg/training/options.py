@@ -21,8 +21,10 @@ import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 
 from scratchseg.backend import BACKENDS
+from scratchseg.data import MASK_MODES, NORMALIZATIONS
 from scratchseg.nn.optim import SCHEDULES
 from scratchseg.nn.unet import PADDINGS
+from scratchseg.training.objective import LOSSES
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def validate_options(options):
 def _shown(default):
     if isinstance(default, bool):
         return "on" if default else "off"
-    return str(default)
+    return str(default) if default != "" else "none"
 
 
 def add_option_flags(parser, options_class):
@@ -113,27 +115,65 @@ def given_options(args, options_class):
             if getattr(args, f.name, None) is not None}
 
 
+TEXT = Rule(lambda v: isinstance(v, str), "text")
+
+
+def _class_weights_rule(value):
+    if value in ("none", "balanced"):
+        return True
+    try:
+        weights = [float(w) for w in value.split(",")]
+    except (AttributeError, ValueError):
+        return False
+    return all(math.isfinite(w) and w >= 0 for w in weights) and any(w > 0 for w in weights)
+
+
 @dataclass
 class TrainOptions:
     """Everything that defines a run; the defaults are the main job on the built-in data."""
 
     data: str = option("synthetic", "'synthetic' (built in) or a folder with images/ and masks/",
                        Rule(lambda v: isinstance(v, str) and v != "", "'synthetic' or a folder"))
-    epochs: int = option(30, "epochs to train (on resume: the new total)", integer(1),
-                         resumable=True)
+    val_data: str = option("", "a folder with images/ and masks/ to validate on (default: "
+                           "held out from --data)", TEXT)
+    epochs: int = option(0, "epochs to train, 0 = as many as make about 500 SGD steps (on "
+                         "resume: the new total)", integer(0), resumable=True)
+    tiles_per_epoch: int = option(0, "random tiles per epoch, 0 = enough to cover each "
+                                  "training image's area about once", integer(0))
+    val_every: int = option(0, "validate and write the run's files every N epochs, 0 = about "
+                            "15 times per run (the last epoch always)", integer(0),
+                            resumable=True)
     batch_size: int = option(8, "tiles per SGD step", integer(1))
     lr: float = option(0.05, "base learning rate", number(0))
     momentum: float = option(0.9, "SGD momentum (the paper used 0.99)", number(0, 1))
     weight_decay: float = option(0.0, "L2 weight decay", number(0))
     schedule: str = option("cosine", "learning-rate schedule", one_of(SCHEDULES))
     warmup_steps: int = option(20, "linear warm-up steps", integer(0))
+    loss: str = option("ce", "ce (cross-entropy), dice (soft Dice) or ce+dice (their sum)",
+                       one_of(LOSSES))
+    class_weights: str = option("none", "none, balanced (inverse class frequency) or w0,w1,... "
+                                "(one per class)", Rule(_class_weights_rule,
+                                                        "none, balanced or w0,w1,..."))
     base_channels: int = option(16, "channels of the first level", integer(1))
     depth: int = option(3, "number of 2x2 poolings", integer(1))
     padding: str = option("same", "valid (the paper's) or same", one_of(PADDINGS))
     batch_norm: bool = option(True, "batch norm after convs", BOOLEAN)
     dropout: float = option(0.0, "dropout at the end of the contracting path", number(0, 1))
     tile: int = option(64, "output edge of a training tile", integer(1))
-    val_fraction: float = option(0.2, "fraction of images held out for validation",
+    normalize: str = option("percentile", "per-image intensity normalisation: percentile "
+                            "(1st..99.8th percentile to 0..1), minmax, standardize or none",
+                            one_of(NORMALIZATIONS))
+    masks: str = option("auto", "what mask values mean: classes, instances (every nonzero id "
+                        "is one object of the foreground class) or auto (classes, stopping "
+                        "on masks that look like instance ids)", one_of(MASK_MODES))
+    mask_suffix: str = option("", "a mask's stem is its image's stem plus this (e.g. _mask "
+                              "for x.jpg with x_mask.gif)", TEXT)
+    ignore_value: int = option(-1, "mask value left out of loss and metrics, e.g. 255 (VOC's "
+                               "void); -1 = none", integer(-1))
+    max_classes: int = option(32, "stop when the masks hold more distinct values than this",
+                              integer(2))
+    val_fraction: float = option(0.2, "fraction held out for validation: of the images, or "
+                                 "of each image's area with fewer than 5 images",
                                  number(0, 1))
     weight_map: bool = option(False, "weight pixels by the paper's border weight map (Eq. 2)",
                               BOOLEAN)
@@ -154,6 +194,12 @@ class TrainOptions:
         return dict(in_channels=dataset.in_channels, num_classes=dataset.num_classes,
                     base_channels=self.base_channels, depth=self.depth, padding=self.padding,
                     batch_norm=self.batch_norm, dropout=self.dropout)
+
+    def folder_settings(self):
+        """How this run reads a folder: FolderDataset's keyword arguments."""
+        return dict(mask_suffix=self.mask_suffix, masks=self.masks,
+                    ignore_value=None if self.ignore_value < 0 else self.ignore_value,
+                    normalize=self.normalize, max_classes=self.max_classes)
 
 
 # the options a resumed run may change: they change neither the model nor the data
