@@ -16,7 +16,7 @@ __all__ = ["engine", "is_grad_enabled", "load_model", "no_grad"]
 
 
 def load_model(path, backend="numpy"):
-    """A trained model from a run folder or its ``model.safetensors``: call
+    """A trained model from a run folder (its best epoch's) or a model file: call
     ``.predict(image)`` on an (H, W), (C, H, W) or (H, W, C) array for its (H, W) mask.
     See scratchseg.inference.TrainedModel."""
     from scratchseg.inference import load_model as load  # imports matplotlib: only when used

@@ -182,7 +182,8 @@ def build_parser():
     add_option_flags(train, TrainOptions)  # one flag per option, derived from its field
     train.set_defaults(run=_train)
 
-    model_help = "a run folder or its model.safetensors (or model_best.safetensors)"
+    model_help = ("a run folder (its model_best.safetensors, else model.safetensors) or a "
+                  "model file")
     predict = commands.add_parser("predict", help="write predicted masks for images",
                                   **defaults_shown)
     predict.add_argument("--model", required=True, help=model_help)

@@ -5,7 +5,7 @@ what its file says about reading images (the normalisation, the intensity range
 it was trained on) and writing masks (class values, palette). Every forward runs
 under ``no_grad()`` through ``predict_logits``, so inference keeps no caches.
 
->>> model = scratchseg.load_model("runs/nuclei")        # a run folder or a model file
+>>> model = scratchseg.load_model("runs/nuclei")   # a run folder (its best model) or a file
 >>> mask = model.predict(image)   # (H, W) or (C, H, W) array -> (H, W) mask values
 """
 
@@ -42,7 +42,7 @@ from scratchseg.training.checkpoint import drop_batch_norm_counters, model_metad
 from scratchseg.training.checkpoint import load_model as load_file
 from scratchseg.training.plots import overlay
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILES = ("model_best.safetensors", "model.safetensors")  # a run folder's, best first
 DEFAULT_READING = dict(normalize="percentile", intensity_range=None, masks="auto",
                        mask_suffix="", ignore_value=-1, mask_style=None)
 
@@ -52,13 +52,15 @@ class IntensityWarning(UserWarning):
 
 
 def model_file(path):
-    """``path`` itself, or ``path/model.safetensors`` for a run folder."""
+    """``path`` itself, or for a run folder its best epoch's model (its last one's when
+    the run never validated)."""
     path = Path(path)
     if path.is_dir():
-        if not (path / MODEL_FILE).is_file():
-            raise ValueError(f"{path} is a folder without {MODEL_FILE}; pass a run folder or "
-                             f"a model file")
-        return path / MODEL_FILE
+        for name in MODEL_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise ValueError(f"{path} is a folder without {' or '.join(MODEL_FILES)}; pass a run "
+                         f"folder or a model file")
     if not path.is_file():
         raise ValueError(f"{path}: model file not found")
     return path

@@ -119,8 +119,8 @@ def test_resumed_options_change_only_the_resumable_ones():
     stored = dict(vars(TrainOptions(epochs=1)), retired_option=3)  # unknown keys are dropped
     options = resumed_options(stored, dict(epochs=4, depth=3), "run")
     assert options == TrainOptions(epochs=4)
-    with pytest.raises(ValueError, match=r"cannot change --depth \(the run has 3, got 2\); "
-                                         r"only --epochs, --val-every, --backend, --trace may change"):
+    with pytest.raises(ValueError, match=r"cannot change --depth \(the run has 3, got 2\); only "
+                                         r"--epochs, --val-every, --backend, --trace may change"):
         resumed_options(stored, dict(depth=2), "run")
     with pytest.raises(ValueError, match="--epochs must be an integer >= 0, got -1"):
         resumed_options(stored, dict(epochs=-1), "run")

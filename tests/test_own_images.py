@@ -99,7 +99,8 @@ def test_the_best_epoch_model_is_kept_beside_the_last(tmp_path, monkeypatch):
                  "--val-every", "1"]) == 0
     steps = load_training_state(run / "checkpoint.safetensors")["step"]
     best = scratchseg.load_model(run / "model_best.safetensors")
-    last = scratchseg.load_model(run)
+    last = scratchseg.load_model(run / "model.safetensors")
+    assert scratchseg.inference.model_file(run) == run / "model_best.safetensors"
     from safetensors.numpy import load_file
     counters = [int(v) for k, v in load_file(run / "model_best.safetensors").items()
                 if k.endswith("num_batches_tracked")]
@@ -315,7 +316,8 @@ def test_predict_takes_a_run_folder_as_model(trained_run, tmp_path, capsys):
                  str(data / "images" / "img0.png")]) == 0
     assert main(["predict", "--model", str(tmp_path), "--out", str(tmp_path / "o"),
                  str(data / "images" / "img0.png")]) == 2
-    assert "folder without model.safetensors" in capsys.readouterr().err
+    assert "folder without model_best.safetensors or model.safetensors" in \
+        capsys.readouterr().err
 
 
 def test_the_channel_error_names_the_file(trained_run, tmp_path, capsys):
@@ -381,3 +383,50 @@ def test_help_shows_the_defaults(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert "(default:" in out and "(default: None)" not in out
+
+
+def test_palette_masks_come_back_as_palette_pngs(tmp_path):
+    """Defect: palette-PNG masks came back as grayscale 0/1/2, which looks black."""
+    data = _folder(tmp_path / "data", [(32, 32)] * 5)
+    colours = [0, 0, 0, 200, 30, 30] + [0] * (256 * 3 - 6)
+    for mask_path in (data / "masks").iterdir():
+        mask = Image.fromarray(np.asarray(Image.open(mask_path)))
+        mask.putpalette(colours)
+        mask.save(mask_path)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *SMALL, "--epochs", "1"]) == 0
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(run), "--out", str(out), "--quiet",
+                 str(data / "images" / "img0.png")]) == 0
+    with Image.open(out / "img0.png") as written:
+        assert written.mode == "P"
+        assert written.getpalette()[:6] == colours[:6]
+
+
+def test_rgb_colour_masks_come_back_in_their_colours(tmp_path):
+    data = _folder(tmp_path / "data", [(32, 32)] * 5)
+    colours = np.array([[10, 20, 30], [250, 128, 0]], np.uint8)
+    for mask_path in (data / "masks").iterdir():
+        Image.fromarray(colours[np.asarray(Image.open(mask_path))]).save(mask_path)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), *SMALL, "--epochs", "1"]) == 0
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(run), "--out", str(out), "--quiet",
+                 str(data / "images" / "img0.png")]) == 0
+    written = np.asarray(Image.open(out / "img0.png"))
+    assert written.shape == (32, 32, 3)
+    assert {tuple(c) for c in written.reshape(-1, 3)} <= {(10, 20, 30), (250, 128, 0)}
+
+
+def test_export_writes_an_onnx_file_that_runs(trained_run, tmp_path, capsys):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    run, data = trained_run
+    target = tmp_path / "model.onnx"
+    assert main(["export", "--model", str(run), "--onnx", str(target)]) == 0
+    model = scratchseg.load_model(run)
+    image = model.prepare(np.asarray(Image.open(data / "images" / "img0.png")))
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"image": image[None]})
+    with scratchseg.no_grad():
+        expected = model.network.forward(image[None])
+    assert np.abs(logits - expected).max() <= 1e-4

@@ -30,7 +30,8 @@ class Sample:
 
 
 class Subset:
-    """The samples ``indices`` of ``dataset``, with the dataset's attributes (train/val splits)."""
+    """The samples ``indices`` of ``dataset`` (train/val splits); the dataset's other
+    attributes (classes, channels, mask style) pass through."""
 
     def __init__(self, dataset, indices):
         indices = [int(i) for i in indices]
@@ -42,9 +43,11 @@ class Subset:
             )
         self.dataset = dataset
         self.indices = indices
-        self.num_classes = dataset.num_classes
-        self.in_channels = dataset.in_channels
-        self.class_values = list(dataset.class_values)
+
+    def __getattr__(self, name):
+        if name == "dataset":  # not set yet (unpickling, copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
     def __len__(self):
         return len(self.indices)

@@ -278,7 +278,7 @@ class Trainer:
     def model_metadata(self):
         """How predict reads images and writes masks for this model (JSON in the file)."""
         options = self.options
-        style = getattr(self.train_set, "mask_style", None)
+        style = getattr(self.train_set, "mask_style", None)  # the synthetic data has none
         reading = dict(normalize=options.normalize, intensity_range=self.intensity_range,
                        masks=options.masks, mask_suffix=options.mask_suffix,
                        ignore_value=options.ignore_value,

@@ -24,6 +24,8 @@ class Crops:
         self.dataset, self.boxes, self.suffix = dataset, list(boxes), suffix
 
     def __getattr__(self, name):
+        if name == "dataset":  # not set yet (unpickling, copying): no recursion
+            raise AttributeError(name)
         return getattr(self.dataset, name)
 
     def __len__(self):
