@@ -94,7 +94,8 @@ def _predict(args):
     try:
         for path in predict_files(args.model, args.images, args.out, overlay_images=args.overlay,
                                   tile=args.tile, backend=args.backend,
-                                  progress=not args.quiet):
+                                  progress=not args.quiet, instances=args.instances,
+                                  min_size=args.min_size):
             tqdm.write(str(path))
             written += 1
     except (ValueError, OSError) as error:
@@ -106,8 +107,16 @@ def _predict(args):
 
 
 def _evaluate(args):
-    from scratchseg.inference import evaluate_folder
+    from scratchseg.inference import evaluate_folder, evaluate_instances
 
+    if args.instances:
+        result = evaluate_instances(args.model, args.data, tile=args.tile, backend=args.backend,
+                                    mask_suffix=args.mask_suffix, min_size=args.min_size)
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            _print_instance_scores(result)
+        return 0
     result = evaluate_folder(args.model, args.data, tile=args.tile, backend=args.backend,
                              mask_suffix=args.mask_suffix)
     if args.json:
@@ -119,6 +128,18 @@ def _evaluate(args):
     print(f"\nimages {result['images']}  pixel accuracy {result['pixel_accuracy']:.4f}  "
           f"mean IoU {result['mean_iou']:.4f}  mean Dice {result['mean_dice']:.4f}")
     return 0
+
+
+def _print_instance_scores(result):
+    print(f"{'IoU >=':>6} {'TP':>6} {'FP':>6} {'FN':>6} {'precision':>9} {'recall':>7} "
+          f"{'F1':>6} {'AP':>6}")
+    for row in result["per_threshold"]:
+        print(f"{row['threshold']:>6.2f} {row['tp']:>6} {row['fp']:>6} {row['fn']:>6} "
+              f"{row['precision']:>9.4f} {row['recall']:>7.4f} {row['f1']:>6.4f} "
+              f"{row['ap']:>6.4f}")
+    print(f"\nimages {result['n_images']}  objects {result['n_true']} true, {result['n_pred']} "
+          f"predicted  mean AP (DSB 2018) {result['mean_ap']:.4f}  PQ {result['pq']:.4f} "
+          f"(SQ {result['sq']:.4f}, RQ {result['rq']:.4f})  per image: --json")
 
 
 def _export(args):
@@ -191,6 +212,10 @@ def build_parser():
                          help="folder for <stem>.png masks (<stem>_<page>.png for stacks)")
     predict.add_argument("--overlay", action="store_true", help="also write coloured overlays")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--instances", action="store_true",
+                         help="also write <stem>_instances.png: 16-bit object labels, 0 for "
+                              "background (a boundary model's interiors grown by a watershed, "
+                              "else connected components); --overlay then outlines each object")
     predict.add_argument("images", nargs="+", help="PNG, JPEG, BMP, GIF or TIFF images")
 
     evaluate = commands.add_parser("evaluate", help="metrics of a model on a labelled folder",
@@ -200,11 +225,16 @@ def build_parser():
     evaluate.add_argument("--mask-suffix", default=None,
                           help="a mask's stem is its image's stem plus this (default: the "
                                "training run's)")
+    evaluate.add_argument("--instances", action="store_true",
+                          help="match predicted objects to the masks' instance ids: TP, FP, "
+                               "FN, precision, recall, F1 and AP at IoU 0.5..0.95, mean AP, PQ")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     for sub, run in ((predict, _predict), (evaluate, _evaluate)):
         sub.add_argument("--tile", type=int, default=None,
                          help="output tile edge (default: up to 192 pixels)")
         sub.add_argument("--backend", choices=BACKENDS, default="numpy", help="array module")
+        sub.add_argument("--min-size", type=int, default=0,
+                         help="with --instances: drop objects of fewer pixels")
         sub.set_defaults(run=run)
 
     export = commands.add_parser("export", help="write a trained model as an ONNX file",

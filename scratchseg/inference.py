@@ -27,8 +27,11 @@ from scratchseg.data import (
     read_pages,
 )
 from scratchseg.data.dataset import IGNORE_INDEX
-from scratchseg.data.masks import write_mask
+from scratchseg.data.masks import write_labels, write_mask
+from scratchseg.data.targets import BoundaryTargets
 from scratchseg.fileio import atomic_path
+from scratchseg.instance_metrics import dataset_instance_scores
+from scratchseg.instances import instances_from_classes, instances_from_foreground
 from scratchseg.metrics import (
     confusion_matrix,
     dice_per_class,
@@ -40,7 +43,7 @@ from scratchseg.metrics import (
 from scratchseg.nn import UNet
 from scratchseg.training.checkpoint import drop_batch_norm_counters, model_metadata
 from scratchseg.training.checkpoint import load_model as load_file
-from scratchseg.training.plots import overlay
+from scratchseg.training.plots import outline_overlay, overlay
 
 MODEL_FILES = ("model_best.safetensors", "model.safetensors")  # a run folder's, best first
 DEFAULT_READING = dict(normalize="percentile", intensity_range=None, masks="auto",
@@ -128,6 +131,19 @@ class TrainedModel:
         """(H, W) predicted mask in the original mask values (``class_values``)."""
         return numpy.asarray(self.class_values)[self.predict_classes(image, tile, name)]
 
+    def instances(self, classes, min_size=0):
+        """int32 (H, W) objects 1..K from a predicted class map: a boundary model's
+        interiors grown over its foreground by a watershed, else the connected
+        components of the foreground (every class but 0); smaller than ``min_size``
+        pixels dropped."""
+        if self.reading.get("target") == "boundary":
+            return instances_from_classes(classes, min_size=min_size)
+        return instances_from_foreground(classes > 0, min_size=min_size, split=False)
+
+    def predict_instances(self, image, tile=None, name="image", min_size=0):
+        """int32 (H, W) predicted objects, 0 for background (see ``instances``)."""
+        return self.instances(self.predict_classes(image, tile, name), min_size)
+
 
 def load_model(path, backend="numpy"):
     """The TrainedModel in a ``model.safetensors`` file or in a run folder."""
@@ -139,11 +155,13 @@ def load_model(path, backend="numpy"):
     return TrainedModel(network.eval(), class_values, reading)
 
 
-def _outputs(path, out_dir, pages, overlay_images):
-    """The files predicting ``path`` writes: one mask (and overlay) per page."""
+def _outputs(path, out_dir, pages, overlay_images, instances):
+    """The files predicting ``path`` writes per page: the mask, the instance labels (or
+    None) and the overlay (or None)."""
     stems = [path.stem] if pages == 1 else [f"{path.stem}_{i:03d}" for i in range(pages)]
-    return [(out_dir / f"{stem}.png", out_dir / f"{stem}_overlay.png" if overlay_images
-             else None) for stem in stems]
+    return [(out_dir / f"{stem}.png",
+             out_dir / f"{stem}_instances.png" if instances else None,
+             out_dir / f"{stem}_overlay.png" if overlay_images else None) for stem in stems]
 
 
 def _check_targets(images, out_dir):
@@ -157,7 +175,8 @@ def _check_targets(images, out_dir):
                              f"{stem!r} and would write the same {stem}.png; predict them "
                              f"into separate --out folders")
     for path in images:
-        written_as = re.fullmatch(r"(.+?)(_\d{3})?(_overlay)?\.png", path.name, re.IGNORECASE)
+        written_as = re.fullmatch(r"(.+?)(_\d{3})?(_overlay|_instances)?\.png", path.name,
+                                  re.IGNORECASE)
         if (path.resolve().parent == out_dir.resolve() and written_as
                 and written_as.group(1) in by_stem):
             raise ValueError(f"{path}: --out {out_dir} would overwrite this input image; "
@@ -165,9 +184,10 @@ def _check_targets(images, out_dir):
 
 
 def predict_files(model_path, images, out_dir, *, overlay_images=False, tile=None,
-                  backend="numpy", progress=False):
+                  backend="numpy", progress=False, instances=False, min_size=0):
     """Write ``out_dir/<stem>.png`` (mask values, in the training masks' style) for every
-    image, ``<stem>_<page>.png`` for each page of a stack; yields each path written."""
+    image, ``<stem>_<page>.png`` for each page of a stack, and with ``instances`` the
+    16-bit object labels ``<stem>_instances.png``; yields each path written."""
     model = load_model(model_path, backend)
     if model.mask_style.kind == "gray":  # fail before writing anything
         mask_png_dtype(model.class_values, f"the model's class values {model.class_values}")
@@ -181,29 +201,65 @@ def predict_files(model_path, images, out_dir, *, overlay_images=False, tile=Non
     k = len(model.class_values)
     for path in tqdm(images, disable=not progress, unit="image", dynamic_ncols=True):
         pages = read_pages(path, channels=model.in_channels)
-        outputs = _outputs(path, out_dir, len(pages), overlay_images)
-        for i, (page, (mask_path, overlay_path)) in enumerate(zip(pages, outputs, strict=True)):
+        outputs = _outputs(path, out_dir, len(pages), overlay_images, instances)
+        for i, (page, (mask_path, labels_path, overlay_path)) in enumerate(
+                zip(pages, outputs, strict=True)):
             image = model.prepare(page, str(path) if len(pages) == 1 else f"{path} page {i}")
             classes = predict_logits(model.network, image, tile=tile).argmax(axis=0)
             write_mask(mask_path, numpy.asarray(model.class_values)[classes], model.mask_style)
             yield mask_path
+            labels = model.instances(classes, min_size) if instances else None
+            if labels is not None:
+                write_labels(labels_path, labels)
+                yield labels_path
             if overlay_path is not None:
+                picture = overlay(image, classes, k) if labels is None \
+                    else outline_overlay(image, labels)
                 with atomic_path(overlay_path) as temp:
-                    Image.fromarray(overlay(image, classes, k)).save(temp, format="PNG")
+                    Image.fromarray(picture).save(temp, format="PNG")
                 yield overlay_path
+
+
+def _labelled_folder(model, data_dir, mask_suffix, instances):
+    """``data_dir`` read as the model's training read its folder; with ``instances``, or
+    for a boundary model, the masks are instance ids whatever the model learnt."""
+    reading, ignore = model.reading, model.reading["ignore_value"]
+    boundary = reading.get("target") == "boundary"
+    as_instances = instances or boundary or reading["masks"] == "instances"
+    dataset = FolderDataset(
+        data_dir, normalize=reading["normalize"],
+        class_values=None if as_instances else model.class_values,
+        masks="instances" if as_instances else "classes",
+        mask_suffix=reading["mask_suffix"] if mask_suffix is None else mask_suffix,
+        ignore_value=None if ignore < 0 else ignore)
+    return BoundaryTargets(dataset) if boundary else dataset
+
+
+def evaluate_instances(model_path, data_dir, *, tile=None, backend="numpy", mask_suffix=None,
+                       min_size=0):
+    """Instance metrics (scratchseg.instance_metrics.dataset_instance_scores) of the
+    model's predicted objects against the instance ids in ``data_dir``'s masks."""
+    model = load_model(model_path, backend)
+    dataset = _labelled_folder(model, data_dir, mask_suffix, instances=True)
+
+    def pairs():
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            model.check_intensities(sample.image, str(dataset.image_files[i]))
+            classes = predict_logits(model.network, sample.image, tile=tile).argmax(axis=0)
+            yield sample.instances, model.instances(classes, min_size)
+
+    result = dataset_instance_scores(pairs())
+    for name, image in zip(dataset.names, result["images"], strict=True):
+        image["name"] = name
+    return result
 
 
 def evaluate_folder(model_path, data_dir, *, tile=None, backend="numpy", mask_suffix=None):
     """Metrics of the model on ``data_dir`` (images/ and masks/), read as in training:
     a dict, per class and mean; pixels of the ignored mask value count in none."""
     model = load_model(model_path, backend)
-    reading = model.reading
-    ignore = reading["ignore_value"]
-    dataset = FolderDataset(
-        data_dir, class_values=model.class_values, normalize=reading["normalize"],
-        masks="instances" if reading["masks"] == "instances" else "classes",
-        mask_suffix=reading["mask_suffix"] if mask_suffix is None else mask_suffix,
-        ignore_value=None if ignore < 0 else ignore)
+    dataset = _labelled_folder(model, data_dir, mask_suffix, instances=False)
     k = len(model.class_values)
     cm = numpy.zeros((k, k), dtype=numpy.int64)
     for i in range(len(dataset)):

@@ -16,6 +16,8 @@ interior up to the edge. An object that holds no (2 width + 1)^2 square (thinner
 import numpy as np
 from scipy import ndimage
 
+from scratchseg.data.dataset import IGNORE_INDEX, Sample
+
 # What a model learns from instance labels: the class mask as it is ("semantic"), or
 # boundary_target's background / interior / boundary classes ("boundary").
 TARGETS = ("semantic", "boundary")
@@ -47,3 +49,31 @@ def boundary_target(instances, width=2):
     target = np.where(objects, 2, 0).astype(np.int64)
     target[objects & (lowest == instances) & (highest == instances)] = 1
     return target
+
+
+class BoundaryTargets:
+    """``dataset`` with each sample's mask replaced by ``boundary_target`` of its instances:
+    three classes (0 background, 1 interior, 2 boundary); other attributes pass through."""
+
+    num_classes = 3
+    class_values = [0, 1, 2]
+
+    def __init__(self, dataset, width=2):
+        self.dataset, self.width = dataset, width
+
+    def __getattr__(self, name):
+        if name == "dataset":  # not set yet (unpickling, copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        sample = self.dataset[i]
+        if sample.instances is None:
+            raise ValueError(f"{sample.name}: --target boundary needs instance labels "
+                             f"(--masks instances)")
+        target = boundary_target(sample.instances, self.width)
+        target[sample.mask == IGNORE_INDEX] = IGNORE_INDEX
+        return Sample(sample.image, target, sample.instances, sample.name)

@@ -44,6 +44,7 @@ from scratchseg.data import (
 )
 from scratchseg.data.batches import DROPOUT_STREAM
 from scratchseg.data.dataset import IGNORE_INDEX
+from scratchseg.data.targets import BoundaryTargets
 from scratchseg.fileio import atomic_write_text
 from scratchseg.functional.loss import NonFiniteError
 from scratchseg.grad_mode import no_grad
@@ -90,12 +91,19 @@ class TrainingError(RuntimeError):
 
 def load_dataset(options, class_values=None, folder=None):
     """The built-in synthetic shapes, or the folder ``folder`` (default ``options.data``)
-    read as the options say."""
+    read as the options say; with ``--target boundary``, their boundary targets."""
     folder = folder or options.data
     if folder == "synthetic":
-        return SyntheticShapes(options.num_samples, options.image_size, options.seed,
-                               normalize=options.normalize)
-    return FolderDataset(folder, class_values=class_values, **options.folder_settings())
+        dataset = SyntheticShapes(options.num_samples, options.image_size, options.seed,
+                                  normalize=options.normalize)
+    elif options.target == "boundary" and options.masks != "instances":
+        raise ValueError("--target boundary draws each object's boundary from its instance "
+                         "id: give instance masks and --masks instances")
+    else:
+        if options.target == "boundary":
+            class_values = None  # the boundary classes come from instances: always [0, 1]
+        dataset = FolderDataset(folder, class_values=class_values, **options.folder_settings())
+    return BoundaryTargets(dataset) if options.target == "boundary" else dataset
 
 
 def training_and_validation(options):
@@ -280,7 +288,8 @@ class Trainer:
         options = self.options
         style = getattr(self.train_set, "mask_style", None)  # the synthetic data has none
         reading = dict(normalize=options.normalize, intensity_range=self.intensity_range,
-                       masks=options.masks, mask_suffix=options.mask_suffix,
+                       masks=options.masks, target=options.target,
+                       mask_suffix=options.mask_suffix,
                        ignore_value=options.ignore_value,
                        mask_style=None if style is None else [style.kind, style.palette])
         return {"reading": json.dumps(reading)}

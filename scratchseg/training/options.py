@@ -22,6 +22,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 
 from scratchseg.backend import BACKENDS
 from scratchseg.data import MASK_MODES, NORMALIZATIONS
+from scratchseg.data.targets import TARGETS
 from scratchseg.nn.optim import SCHEDULES
 from scratchseg.nn.unet import PADDINGS
 from scratchseg.training.objective import LOSSES
@@ -170,6 +171,9 @@ class TrainOptions:
                               "for x.jpg with x_mask.gif)", TEXT)
     ignore_value: int = option(-1, "mask value left out of loss and metrics, e.g. 255 (VOC's "
                                "void); -1 = none", integer(-1))
+    target: str = option("semantic", "what the model learns from instance masks: semantic "
+                         "(the classes) or boundary (background, interior, boundary: touching "
+                         "objects stay apart)", one_of(TARGETS))
     max_classes: int = option(32, "stop when the masks hold more distinct values than this",
                               integer(2))
     val_fraction: float = option(0.2, "fraction held out for validation: of the images, or "

@@ -90,6 +90,19 @@ def overlay(image, mask, num_classes, alpha=0.5):
     return rgb
 
 
+def outline_overlay(image, labels):
+    """The image (``_display_rgb``) with each object of the instance map ``labels`` (H, W)
+    outlined in its own ``palette`` colour: the object's pixels with a 4-neighbour
+    outside it."""
+    rgb = _display_rgb(image)
+    labels = to_numpy(labels).astype(numpy.int64)
+    padded = numpy.pad(labels, 1, mode="edge")
+    neighbours = (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:])
+    edge = (labels > 0) & numpy.any([n != labels for n in neighbours], axis=0)
+    rgb[edge] = palette(int(labels.max(initial=0)) + 1)[labels[edge]]
+    return rgb
+
+
 def _save(figure, path):
     FigureCanvasAgg(figure)
     with atomic_path(path) as temp:
