@@ -133,12 +133,15 @@ class TrainedModel:
 
     def instances(self, classes, min_size=0):
         """int32 (H, W) objects 1..K from a predicted class map: a boundary model's
-        interiors grown over its foreground by a watershed, else the connected
-        components of the foreground (every class but 0); smaller than ``min_size``
-        pixels dropped."""
+        interiors grown over its foreground by a watershed, else the connected components
+        of each class but 0; objects smaller than ``min_size`` pixels dropped."""
         if self.reading.get("target") == "boundary":
             return instances_from_classes(classes, min_size=min_size)
-        return instances_from_foreground(classes > 0, min_size=min_size, split=False)
+        labels = numpy.zeros(classes.shape, numpy.int32)
+        for k in range(1, len(self.class_values)):
+            objects = instances_from_foreground(classes == k, min_size=min_size, split=False)
+            labels[objects > 0] = objects[objects > 0] + labels.max()
+        return labels
 
     def predict_instances(self, image, tile=None, name="image", min_size=0):
         """int32 (H, W) predicted objects, 0 for background (see ``instances``)."""
