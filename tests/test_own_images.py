@@ -430,3 +430,25 @@ def test_export_writes_an_onnx_file_that_runs(trained_run, tmp_path, capsys):
     with scratchseg.no_grad():
         expected = model.network.forward(image[None])
     assert np.abs(logits - expected).max() <= 1e-4
+
+
+def test_a_tiff_stack_trains_page_by_page_and_predicts_a_mask_per_page(tmp_path):
+    """ISBI 2012's layout: train-volume.tif with train-labels.tif, one sample per page."""
+    rng = np.random.default_rng(0)
+    pages = [_nuclei(rng, 32, 32) for _ in range(4)]
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    volume = tmp_path / "data" / "images" / "train.tif"
+    tifffile.imwrite(volume, np.stack([image for image, _ in pages]), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "data" / "masks" / "train.tif",
+                     np.stack([mask * 255 for _, mask in pages]), photometric="minisblack")
+    dataset = FolderDataset(tmp_path / "data")
+    assert dataset.names == ["train[0]", "train[1]", "train[2]", "train[3]"]
+    assert dataset.in_channels == 1 and dataset.class_values == [0, 255]
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(run), *SMALL,
+                 "--epochs", "1"]) == 0
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(run), "--out", str(out), "--quiet", str(volume)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"train_{i:03d}.png" for i in range(4)]
+    assert set(np.unique(np.asarray(Image.open(out / "train_002.png")))) <= {0, 255}
