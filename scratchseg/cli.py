@@ -23,8 +23,9 @@ class DefaultsShown(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text \
-                or not action.option_strings:
+        hidden = action.default is None or action.default is False \
+            or action.default == argparse.SUPPRESS
+        if hidden or "default" in text or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
 
