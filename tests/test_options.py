@@ -52,7 +52,14 @@ def test_help_shows_the_defaults(capsys):
         build_parser().parse_args(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 0)" in out  # --epochs
-    assert "(default: percentile)" in out and "(default: none)" in out  # --mask-suffix
+    assert "(default: auto)" in out and "(default: none)" in out  # --mask-suffix
+
+
+def test_auto_normalisation_is_percentile_for_folders_and_none_for_the_synthetic_data():
+    assert TrainOptions().normalization() == "none"
+    assert TrainOptions(data="cells").normalization() == "percentile"
+    assert TrainOptions(data="cells", normalize="minmax").normalization() == "minmax"
+    assert TrainOptions(data="cells").folder_settings()["normalize"] == "percentile"
     assert "base learning rate (default: 0.05)" in out
     assert "(default: cosine)" in out and "--no-augment" in out
 

@@ -95,7 +95,7 @@ def load_dataset(options, class_values=None, folder=None):
     folder = folder or options.data
     if folder == "synthetic":
         dataset = SyntheticShapes(options.num_samples, options.image_size, options.seed,
-                                  normalize=options.normalize)
+                                  normalize=options.normalization())
     elif options.target == "boundary" and options.masks != "instances":
         raise ValueError("--target boundary draws each object's boundary from its instance "
                          "id: give instance masks and --masks instances")
@@ -287,7 +287,7 @@ class Trainer:
         """How predict reads images and writes masks for this model (JSON in the file)."""
         options = self.options
         style = getattr(self.train_set, "mask_style", None)  # the synthetic data has none
-        reading = dict(normalize=options.normalize, intensity_range=self.intensity_range,
+        reading = dict(normalize=options.normalization(), intensity_range=self.intensity_range,
                        masks=options.masks, target=options.target,
                        mask_suffix=options.mask_suffix,
                        ignore_value=options.ignore_value,

@@ -161,9 +161,11 @@ class TrainOptions:
     batch_norm: bool = option(True, "batch norm after convs", BOOLEAN)
     dropout: float = option(0.0, "dropout at the end of the contracting path", number(0, 1))
     tile: int = option(64, "output edge of a training tile", integer(1))
-    normalize: str = option("percentile", "per-image intensity normalisation: percentile "
-                            "(1st..99.8th percentile to 0..1), minmax, standardize or none",
-                            one_of(NORMALIZATIONS))
+    normalize: str = option("auto", "per-image intensity normalisation: percentile "
+                            "(1st..99.8th percentile to 0..1), minmax, standardize or none; "
+                            "auto = percentile for folders, none for the synthetic data "
+                            "(whose intensities mean classes)",
+                            one_of(("auto",) + NORMALIZATIONS))
     masks: str = option("auto", "what mask values mean: classes, instances (every nonzero id "
                         "is one object of the foreground class) or auto (classes, stopping "
                         "on masks that look like instance ids)", one_of(MASK_MODES))
@@ -203,7 +205,13 @@ class TrainOptions:
         """How this run reads a folder: FolderDataset's keyword arguments."""
         return dict(mask_suffix=self.mask_suffix, masks=self.masks,
                     ignore_value=None if self.ignore_value < 0 else self.ignore_value,
-                    normalize=self.normalize, max_classes=self.max_classes)
+                    normalize=self.normalization(), max_classes=self.max_classes)
+
+    def normalization(self):
+        """The normalisation ``--normalize`` means for this run's data (``auto`` resolved)."""
+        if self.normalize != "auto":
+            return self.normalize
+        return "none" if self.data == "synthetic" else "percentile"
 
 
 # the options a resumed run may change: they change neither the model nor the data
