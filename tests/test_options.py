@@ -53,6 +53,8 @@ def test_help_shows_the_defaults(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 0)" in out  # --epochs
     assert "(default: auto)" in out and "(default: none)" in out  # --mask-suffix
+    assert "base learning rate (default: 0.05)" in out
+    assert "(default: cosine)" in out and "--no-augment" in out
 
 
 def test_auto_normalisation_is_percentile_for_folders_and_none_for_the_synthetic_data():
@@ -60,8 +62,6 @@ def test_auto_normalisation_is_percentile_for_folders_and_none_for_the_synthetic
     assert TrainOptions(data="cells").normalization() == "percentile"
     assert TrainOptions(data="cells", normalize="minmax").normalization() == "minmax"
     assert TrainOptions(data="cells").folder_settings()["normalize"] == "percentile"
-    assert "base learning rate (default: 0.05)" in out
-    assert "(default: cosine)" in out and "--no-augment" in out
 
 
 def test_flags_take_the_defaults_type_and_the_rules_choices():
