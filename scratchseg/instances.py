@@ -11,7 +11,6 @@ Here f is a flat floor (0) on the foreground and a wall (1) on the background, a
 seeds go in as negative markers, which watershed_ift queues first in, first out: the flood
 is breadth-first, and each foreground pixel joins the seed it reaches in the fewest
 8-connected steps without leaving the foreground (ties go to the seed queued first).
-Foreground components that hold no seed become objects of their own.
 """
 
 import numpy as np
@@ -27,8 +26,10 @@ def instances_from_classes(classes, *, interior=1, boundary=2, min_size=0):
     """int32 (H, W) instances from an int (H, W) class map of interior, boundary and others.
 
     Seeds are the 8-connected components of ``classes == interior``; they grow over the
-    foreground (interior or boundary); any other class is background. Objects under
-    ``min_size`` pixels become 0; the rest are numbered 1..K.
+    foreground (interior or boundary); any other class is background. Boundary that no
+    interior reaches is no object: an object always has an interior, and a network's
+    stray boundary pixels (on noise, say) would otherwise each count as one. Objects
+    under ``min_size`` pixels become 0; the rest are numbered 1..K.
     """
     classes = _checked_map(classes, "instances_from_classes", "classes")
     if interior == boundary:
@@ -38,7 +39,9 @@ def instances_from_classes(classes, *, interior=1, boundary=2, min_size=0):
     _check_min_size(min_size, "instances_from_classes")
     seeds = ndimage.label(classes == interior, structure=_EIGHT)[0]
     foreground = (classes == interior) | (classes == boundary)
-    return _relabel(_grow(seeds, foreground), min_size)
+    components = ndimage.label(foreground, structure=_EIGHT)[0]
+    seeded = np.isin(components, np.unique(components[seeds > 0]))
+    return _relabel(_grow(seeds, foreground & seeded), min_size)
 
 
 def instances_from_foreground(foreground, *, min_size=0, split=True):
@@ -85,7 +88,8 @@ def _check_min_size(min_size, op):
 
 def _grow(seeds, foreground):
     """Seeds (int, ids > 0, inside ``foreground``) flooded breadth-first over ``foreground``;
-    seedless foreground components get new ids; background 0 (see the module docstring).
+    foreground components without a seed get new ids; background 0 (see the module
+    docstring).
 
     The background stays unmarked: as markers too it would not be flooded, but then pixels
     that watershed_ift queues twice can keep a wrong label (seen with scipy 1.17).
