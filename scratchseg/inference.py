@@ -31,7 +31,7 @@ from scratchseg.data.masks import write_labels, write_mask
 from scratchseg.data.targets import BoundaryTargets
 from scratchseg.fileio import atomic_path
 from scratchseg.instance_metrics import dataset_instance_scores
-from scratchseg.instances import instances_from_classes, instances_from_foreground
+from scratchseg.instances import instances_from_prediction
 from scratchseg.metrics import (
     confusion_matrix,
     dice_per_class,
@@ -132,16 +132,10 @@ class TrainedModel:
         return numpy.asarray(self.class_values)[self.predict_classes(image, tile, name)]
 
     def instances(self, classes, min_size=0):
-        """int32 (H, W) objects 1..K from a predicted class map: a boundary model's
-        interiors grown over its foreground by a watershed, else the connected components
-        of each class but 0; objects smaller than ``min_size`` pixels dropped."""
-        if self.reading.get("target") == "boundary":
-            return instances_from_classes(classes, min_size=min_size)
-        labels = numpy.zeros(classes.shape, numpy.int32)
-        for k in range(1, len(self.class_values)):
-            objects = instances_from_foreground(classes == k, min_size=min_size, split=False)
-            labels[objects > 0] = objects[objects > 0] + labels.max()
-        return labels
+        """int32 (H, W) objects 1..K from a predicted class map (see
+        scratchseg.instances.instances_from_prediction)."""
+        return instances_from_prediction(classes, len(self.class_values),
+                                         self.reading.get("target", "semantic"), min_size)
 
     def predict_instances(self, image, tile=None, name="image", min_size=0):
         """int32 (H, W) predicted objects, 0 for background (see ``instances``)."""

@@ -70,6 +70,20 @@ def instances_from_foreground(foreground, *, min_size=0, split=True):
                     min_size)
 
 
+def instances_from_prediction(classes, num_classes, target="semantic", min_size=0):
+    """int32 (H, W) objects 1..K from a model's predicted class map: for a ``boundary``
+    target the interiors grown over the foreground (instances_from_classes), else the
+    8-connected components of each class but 0, so that touching objects of different
+    classes stay apart; objects under ``min_size`` pixels dropped."""
+    if target == "boundary":
+        return instances_from_classes(classes, min_size=min_size)
+    labels = np.zeros(np.shape(classes), np.int32)
+    for k in range(1, num_classes):
+        objects = instances_from_foreground(classes == k, min_size=min_size, split=False)
+        labels[objects > 0] = objects[objects > 0] + labels.max()
+    return labels
+
+
 def _checked_map(array, op, name):
     """``array`` as a 2-D bool or integer array, or the error that names ``op`` and ``name``."""
     array = np.asarray(array)

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchseg.training.plots import colorize, overlay, palette, plot_curves, plot_samples
+from scratchseg.training.plots import (
+    colorize,
+    outline_overlay,
+    overlay,
+    palette,
+    plot_curves,
+    plot_samples,
+)
 
 
 def history(num_epochs=4, with_validation=True):
@@ -109,3 +116,16 @@ def test_overlay_tints_foreground_only():
         overlay(image, np.zeros((3, 3), np.int64), 2)
     with pytest.raises(ValueError, match="alpha"):
         overlay(image, mask, 2, alpha=1.5)
+
+
+def test_samples_add_a_column_of_outlined_objects(tmp_path):
+    image = np.zeros((1, 16, 16), np.float32)
+    mask = np.zeros((16, 16), np.int64)
+    mask[2:7, 2:7], mask[8:14, 8:14] = 1, 2
+    objects = (mask > 0).astype(np.int32) + (mask == 2)
+    plot_samples([image], [mask], [mask], tmp_path / "three.png", 3)
+    plot_samples([image], [mask], [mask], tmp_path / "four.png", 3, objects=[objects])
+    with Image.open(tmp_path / "three.png") as three, Image.open(tmp_path / "four.png") as four:
+        assert four.width > three.width * 1.2 and four.height == three.height
+    outlined = outline_overlay(image, objects)
+    assert (outlined[2, 2:7] != 0).any() and (outlined[4, 4] == 0).all()  # edge, not inside

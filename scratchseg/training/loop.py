@@ -48,6 +48,7 @@ from scratchseg.data.targets import BoundaryTargets
 from scratchseg.fileio import atomic_write_text
 from scratchseg.functional.loss import NonFiniteError
 from scratchseg.grad_mode import no_grad
+from scratchseg.instances import instances_from_prediction
 from scratchseg.metrics import confusion_matrix, mean_dice, mean_iou, pixel_accuracy
 from scratchseg.nn import UNet
 from scratchseg.nn.optim import SGD, make_schedule
@@ -409,9 +410,11 @@ class Trainer:
             if self.is_writer:
                 shown = sorted(predictions)[:4]
                 samples = [self.val_set[i] for i in shown]
+                objects = [instances_from_prediction(predictions[i], self.val_set.num_classes,
+                                                     self.options.target) for i in shown]
                 plot_samples([s.image for s in samples], [s.mask for s in samples],
                              [predictions[i] for i in shown], self.out_dir / "samples.png",
-                             self.val_set.num_classes)
+                             self.val_set.num_classes, objects)
         return row
 
 

@@ -149,25 +149,27 @@ def plot_curves(history, path):
     _save(figure, path)
 
 
-def plot_samples(images, truths, predictions, path, num_classes):
+def plot_samples(images, truths, predictions, path, num_classes, objects=None):
     """One row per sample: the image (``(C, H, W)``; RGB when C == 3, else channel 0 in
-    grey), the true mask and the predicted mask (``(H, W)`` class indices, ``palette``)."""
+    grey), the true mask and the predicted mask (``(H, W)`` class indices, ``palette``),
+    and with ``objects`` (instance maps, one per sample) the predicted objects outlined."""
     if not len(images) == len(truths) == len(predictions) >= 1:
         raise ValueError(
             "plot_samples: need as many images, truths and predictions (at least one), got "
             f"{len(images)}, {len(truths)} and {len(predictions)}"
         )
-    figure = Figure(figsize=(9, 3 * len(images)), layout="constrained")
-    grid = figure.subplots(len(images), 3, squeeze=False)
-    for row, image, truth, prediction in zip(grid, images, truths, predictions, strict=True):
-        pictures = (
-            _display_rgb(image),
-            colorize(truth, num_classes),
-            colorize(prediction, num_classes),
-        )
+    columns = ["image", "truth", "prediction"] + ([] if objects is None else ["objects"])
+    figure = Figure(figsize=(3 * len(columns), 3 * len(images)), layout="constrained")
+    grid = figure.subplots(len(images), len(columns), squeeze=False)
+    for i, (row, image, truth, prediction) in enumerate(
+            zip(grid, images, truths, predictions, strict=True)):
+        pictures = [_display_rgb(image), colorize(truth, num_classes),
+                    colorize(prediction, num_classes)]
+        if objects is not None:
+            pictures.append(outline_overlay(image, objects[i]))
         for axes, picture in zip(row, pictures, strict=True):
             axes.imshow(picture, interpolation="nearest")
             axes.set_axis_off()
-    for axes, title in zip(grid[0], ("image", "truth", "prediction"), strict=True):
+    for axes, title in zip(grid[0], columns, strict=True):
         axes.set_title(title)
     _save(figure, path)
