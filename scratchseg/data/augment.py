@@ -25,7 +25,7 @@ def augment(
     intensity=True,
     elastic_sigma=10.0,
     elastic_grid=3,
-    gain=0.1,
+    max_gain=1.1,
     offset=0.1,
 ):
     """Randomly transform ``image`` (C, H, W), ``mask`` (H, W) and ``weight`` (H, W) or None.
@@ -33,7 +33,8 @@ def augment(
     flip: mirror left-right and up-down, each with probability 1/2.
     rotate: rotate by k * 90 degrees, k uniform in 0..3 (H and W swap for odd k).
     elastic: the elastic deformation above, with ``elastic_sigma`` pixels and ``elastic_grid``.
-    intensity: image * a + b with a uniform in [1 - gain, 1 + gain], b in [-offset, offset].
+    intensity: image * a + b with log a uniform in [-log max_gain, log max_gain] (a gain
+    between 1 / max_gain and max_gain) and b uniform in [-offset, offset].
 
     Returns new arrays (image, mask, weight) with the input dtypes; weight stays None if None.
     """
@@ -54,7 +55,8 @@ def augment(
     image, mask = np.array(arrays[0], order="C"), np.array(arrays[1][0], order="C")
     weight = None if weight is None else np.array(arrays[2][0], order="C")
     if intensity:
-        a, b = rng.uniform(1 - gain, 1 + gain), rng.uniform(-offset, offset)
+        log_gain = np.log(max_gain)
+        a, b = np.exp(rng.uniform(-log_gain, log_gain)), rng.uniform(-offset, offset)
         image = (image * a + b).astype(image.dtype)
     return image, mask, weight
 

@@ -64,11 +64,12 @@ class WeightMaps:
 
 
 def training_batch(dataset, indices, draws, *, epoch, seed, input_size, output_size,
-                   augment=True, weight_maps=None):
+                   augment=True, weight_maps=None, max_gain=1.1):
     """x float32 (B, C, s, s), labels int64 (B, o, o), weights float32 (B, o, o) or None.
 
     For each sample index and its draw number in the epoch: the sample's weight
-    map (when ``weight_maps`` is a WeightMaps), augmentation (when ``augment``),
+    map (when ``weight_maps`` is a WeightMaps), augmentation (when ``augment``; its
+    intensity gain up to ``max_gain`` either way),
     then a random tile with input edge s and output edge o, all drawn from the
     draw's own generator. No indices give B = 0 (the empty shard of a process in
     data-parallel training).
@@ -87,7 +88,8 @@ def training_batch(dataset, indices, draws, *, epoch, seed, input_size, output_s
         weight = None if weight_maps is None else weight_maps(int(index), sample)
         image, mask = sample.image, sample.mask
         if augment:
-            image, mask, weight = augment_sample(image, mask, weight, rng=rng)
+            image, mask, weight = augment_sample(image, mask, weight, rng=rng,
+                                                 max_gain=max_gain)
         image, mask, weight = random_tile(image, mask, weight, input_size=input_size,
                                           output_size=output_size, rng=rng)
         images.append(image)
