@@ -62,7 +62,7 @@ EXPECTED_BLOCKS = {
     "backprop.md": {"python": 19, "text": 1},
     "gpu.md": {"python": 7, "gpu": 4},
     "gradcheck.md": {"python": 12},
-    "instances.md": {"python": 4, "shell": 1},
+    "instances.md": {"python": 4, "shell": 2, "text": 2},
     "own-data.md": {"python": 7, "shell": 2, "text": 1},
     "performance.md": {"python": 3, "shell": 2},
     "trace.md": {"python": 4},
