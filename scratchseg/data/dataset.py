@@ -29,9 +29,33 @@ class Sample:
     name: str
 
 
-class Subset:
-    """The samples ``indices`` of ``dataset`` (train/val splits); the dataset's other
-    attributes (classes, channels, mask style) pass through."""
+def check_instances(instances, op, name="instances"):
+    """``instances`` as an integer (H, W) label map with ids >= 0 (0 = background), or the
+    error that names ``op`` and ``name``."""
+    instances = np.asarray(instances)
+    if not np.issubdtype(instances.dtype, np.integer):
+        raise TypeError(f"{op}: {name} must be an integer label map, got dtype "
+                        f"{instances.dtype}")
+    if instances.ndim != 2:
+        raise ValueError(f"{op}: {name} must be 2-D (H, W), got shape {instances.shape}")
+    if instances.size and instances.min() < 0:
+        raise ValueError(f"{op}: {name}: ids must be >= 0, got {instances.min()} (0 is "
+                         f"background)")
+    return instances
+
+
+class DatasetView:
+    """A dataset made from ``self.dataset``: what it does not define itself (the classes,
+    the channels, the mask style) is the dataset's."""
+
+    def __getattr__(self, name):
+        if name == "dataset":  # not set yet (unpickling, copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class Subset(DatasetView):
+    """The samples ``indices`` of ``dataset`` (train/val splits)."""
 
     def __init__(self, dataset, indices):
         indices = [int(i) for i in indices]
@@ -43,11 +67,6 @@ class Subset:
             )
         self.dataset = dataset
         self.indices = indices
-
-    def __getattr__(self, name):
-        if name == "dataset":  # not set yet (unpickling, copying): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __len__(self):
         return len(self.indices)

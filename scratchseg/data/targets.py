@@ -16,7 +16,7 @@ interior up to the edge. An object that holds no (2 width + 1)^2 square (thinner
 import numpy as np
 from scipy import ndimage
 
-from scratchseg.data.dataset import IGNORE_INDEX, Sample
+from scratchseg.data.dataset import IGNORE_INDEX, DatasetView, Sample, check_instances
 
 # What a model learns from instance labels: the class mask as it is ("semantic"), or
 # boundary_target's background / interior / boundary classes ("boundary").
@@ -29,17 +29,7 @@ def boundary_target(instances, width=2):
     A pixel is interior when the min and the max of ``instances`` over its square of side
     2 width + 1 both equal its own id (two separable filters, no loop over objects).
     """
-    instances = np.asarray(instances)
-    if not np.issubdtype(instances.dtype, np.integer):
-        raise TypeError(
-            f"boundary_target: instances must be an integer label map, got dtype {instances.dtype}"
-        )
-    if instances.ndim != 2:
-        raise ValueError(
-            f"boundary_target: instances must be 2-D (H, W), got shape {instances.shape}"
-        )
-    if instances.size and instances.min() < 0:
-        raise ValueError(f"boundary_target: instance ids must be >= 0, got {instances.min()}")
+    instances = check_instances(instances, "boundary_target")
     if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 1:
         raise ValueError(f"boundary_target: width must be an integer >= 1, got {width!r}")
     side = 2 * int(width) + 1
@@ -51,20 +41,15 @@ def boundary_target(instances, width=2):
     return target
 
 
-class BoundaryTargets:
+class BoundaryTargets(DatasetView):
     """``dataset`` with each sample's mask replaced by ``boundary_target`` of its instances:
-    three classes (0 background, 1 interior, 2 boundary); other attributes pass through."""
+    three classes (0 background, 1 interior, 2 boundary)."""
 
     num_classes = 3
     class_values = [0, 1, 2]
 
     def __init__(self, dataset, width=2):
         self.dataset, self.width = dataset, width
-
-    def __getattr__(self, name):
-        if name == "dataset":  # not set yet (unpickling, copying): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __len__(self):
         return len(self.dataset)

@@ -13,22 +13,14 @@ scaled so that its mean over the image is 1.
 import numpy as np
 from scipy import ndimage
 
+from scratchseg.data.dataset import check_instances
+
 _NEGLIGIBLE = 1e-7
 
 
 def unet_weight_map(instances, w0=10.0, sigma=5.0, class_balance=False):
     """float32 (H, W) weight map from an int (H, W) instance map (0 = background)."""
-    instances = np.asarray(instances)
-    if not np.issubdtype(instances.dtype, np.integer):
-        raise TypeError(
-            f"unet_weight_map: instances must be an integer label map, got dtype {instances.dtype}"
-        )
-    if instances.ndim != 2:
-        raise ValueError(
-            f"unet_weight_map: instances must be 2-D (H, W), got shape {instances.shape}"
-        )
-    if instances.size and instances.min() < 0:
-        raise ValueError(f"unet_weight_map: instance ids must be >= 0, got {instances.min()}")
+    instances = check_instances(instances, "unet_weight_map")
     if w0 < 0 or sigma <= 0:
         raise ValueError(f"unet_weight_map: need w0 >= 0 and sigma > 0, got {w0} and {sigma}")
     foreground = instances > 0

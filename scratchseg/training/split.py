@@ -12,21 +12,16 @@ import numpy
 
 from scratchseg.data import Sample, Subset
 from scratchseg.data.batches import SPLIT_STREAM
+from scratchseg.data.dataset import DatasetView
 
 MIN_IMAGES_TO_SPLIT = 5
 
 
-class Crops:
-    """Sample i is ``dataset[i]`` cut to ``boxes[i] = (top, bottom, left, right)``; the
-    dataset's other attributes (classes, channels, mask style) pass through."""
+class Crops(DatasetView):
+    """Sample i is ``dataset[i]`` cut to ``boxes[i] = (top, bottom, left, right)``."""
 
     def __init__(self, dataset, boxes, suffix):
         self.dataset, self.boxes, self.suffix = dataset, list(boxes), suffix
-
-    def __getattr__(self, name):
-        if name == "dataset":  # not set yet (unpickling, copying): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
     def __len__(self):
         return len(self.boxes)
