@@ -2,8 +2,8 @@
 
 Same names, signatures and results as ``scratchseg.functional`` (proven op by op in
 tests/test_engines.py). Where it has no kernel of its own (dropout, batch norm, the
-losses) it runs the reference op: an op gets a fast kernel only where a benchmark shows
-that it pays. Its sizes and thresholds are in ``scratchseg.fast.tuning``.
+losses, linear, RoI pooling) it runs the reference op: an op gets a fast kernel only where
+a benchmark shows that it pays. Its sizes and thresholds are in ``scratchseg.fast.tuning``.
 """
 
 from scratchseg.fast.activation import relu_backward, relu_forward
@@ -23,6 +23,14 @@ from scratchseg.functional import (
     dice_loss_forward,
     dropout_backward,
     dropout_forward,
+    linear_backward,
+    linear_forward,
+    roi_max_pool_backward,
+    roi_max_pool_forward,
+    sigmoid_cross_entropy_backward,
+    sigmoid_cross_entropy_forward,
+    smooth_l1_backward,
+    smooth_l1_forward,
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
@@ -31,6 +39,9 @@ __all__ = [
     "batch_norm2d_backward", "batch_norm2d_forward", "center_crop", "concat_backward",
     "concat_forward", "conv2d_backward", "conv2d_forward", "conv_transpose2d_backward",
     "conv_transpose2d_forward", "dice_loss_backward", "dice_loss_forward", "dropout_backward",
-    "dropout_forward", "max_pool2d_backward", "max_pool2d_forward", "relu_backward",
-    "relu_forward", "softmax_cross_entropy_backward", "softmax_cross_entropy_forward",
+    "dropout_forward", "linear_backward", "linear_forward", "max_pool2d_backward",
+    "max_pool2d_forward", "relu_backward", "relu_forward", "roi_max_pool_backward",
+    "roi_max_pool_forward", "sigmoid_cross_entropy_backward", "sigmoid_cross_entropy_forward",
+    "smooth_l1_backward", "smooth_l1_forward", "softmax_cross_entropy_backward",
+    "softmax_cross_entropy_forward",
 ]

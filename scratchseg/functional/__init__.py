@@ -17,12 +17,19 @@ from scratchseg.functional.conv import (
 )
 from scratchseg.functional.dice import dice_loss_backward, dice_loss_forward
 from scratchseg.functional.dropout import dropout_backward, dropout_forward
+from scratchseg.functional.linear import linear_backward, linear_forward
 from scratchseg.functional.loss import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
 from scratchseg.functional.pool import max_pool2d_backward, max_pool2d_forward
+from scratchseg.functional.roi_pool import roi_max_pool_backward, roi_max_pool_forward
+from scratchseg.functional.sigmoid_loss import (
+    sigmoid_cross_entropy_backward,
+    sigmoid_cross_entropy_forward,
+)
 from scratchseg.functional.skip import center_crop, concat_backward, concat_forward
+from scratchseg.functional.smooth_l1 import smooth_l1_backward, smooth_l1_forward
 
 __all__ = [
     "batch_norm2d_backward",
@@ -40,10 +47,18 @@ __all__ = [
     "dropout_backward",
     "dropout_forward",
     "im2col",
+    "linear_backward",
+    "linear_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
     "relu_backward",
     "relu_forward",
+    "roi_max_pool_backward",
+    "roi_max_pool_forward",
+    "sigmoid_cross_entropy_backward",
+    "sigmoid_cross_entropy_forward",
+    "smooth_l1_backward",
+    "smooth_l1_forward",
     "softmax_cross_entropy_backward",
     "softmax_cross_entropy_forward",
 ]

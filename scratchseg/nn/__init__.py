@@ -5,12 +5,14 @@ from scratchseg.nn.layers import (
     Conv2d,
     ConvTranspose2d,
     Dropout,
+    Linear,
     MaxPool2d,
     ReLU,
+    RoIMaxPool,
     SoftmaxCrossEntropy,
 )
 from scratchseg.nn.optim import SGD
 from scratchseg.nn.unet import UNet
 
-__all__ = ["BatchNorm2d", "Conv2d", "ConvTranspose2d", "Dropout", "MaxPool2d", "ReLU", "SGD",
-           "SoftmaxCrossEntropy", "UNet"]
+__all__ = ["BatchNorm2d", "Conv2d", "ConvTranspose2d", "Dropout", "Linear", "MaxPool2d", "ReLU",
+           "RoIMaxPool", "SGD", "SoftmaxCrossEntropy", "UNet"]

@@ -104,6 +104,44 @@ class ConvTranspose2d(Layer):
         return dx
 
 
+class Linear(Layer):
+    """y = x @ weight.T + bias; weight (out_features, in_features), He-normal, bias 0."""
+
+    def __init__(self, in_features, out_features, bias=True, *, rng=0, dtype="float32",
+                 backend="numpy"):
+        super().__init__()
+        arrays = {"weight": init.he_normal((out_features, in_features), in_features, rng, dtype)}
+        if bias:
+            arrays["bias"] = init.zeros((out_features,), dtype)
+        self._init_params(backend, **arrays)
+
+    def forward(self, x):
+        y, self._cache = ops.linear_forward(x, self.params["weight"], self.params.get("bias"))
+        return y
+
+    def backward(self, dy):
+        """dx; dW and db accumulate into ``grads``."""
+        dx, dw, db = ops.linear_backward(dy, self._pop_cache())
+        self._accumulate(weight=dw, bias=db)
+        return dx
+
+
+class RoIMaxPool(Layer):
+    """y = roi_max_pool(x, rois, output_size, spatial_scale): (R, C, oh, ow) per box."""
+
+    def __init__(self, output_size, spatial_scale=1.0):
+        super().__init__()
+        self.output_size, self.spatial_scale = output_size, spatial_scale
+
+    def forward(self, x, rois):
+        y, self._cache = ops.roi_max_pool_forward(x, rois, self.output_size, self.spatial_scale)
+        return y
+
+    def backward(self, dy):
+        """dx (x's shape); the boxes get no gradient."""
+        return ops.roi_max_pool_backward(dy, self._pop_cache())
+
+
 class MaxPool2d(Layer):
     """y = max_pool2d(x, kernel_size, stride); stride defaults to kernel_size."""
 

@@ -86,6 +86,53 @@ def _op_cases(rng):
         ("dice_loss", dice_forward, F.dice_loss_backward, (logits,), ("dlogits",)),
         ("dice_loss weighted", lambda z: dice_forward(z, dice_weight), F.dice_loss_backward,
          (logits,), ("dlogits",)),
+        *_detection_op_cases(rng),
+    ]
+
+
+def _detection_op_cases(rng):
+    """linear, RoI max-pooling (distinct values: no ties), smooth L1 (every |d| at least 0.1
+    from beta) and the sigmoid loss (some anchors ignored)."""
+    rois = numpy.array([[0, 0, 0, 7, 6], [1, 1.4, 2.6, 6.5, 7.2], [0, 3, 1, 4, 5],
+                        [1, -2, -1, 3, 2], [0, 5, 5, 5, 5]])  # big, fractional, thin, cut, 1x1
+    rois_half = numpy.array([[0, 0, 0, 15, 13], [1, 3, 5, 13, 14], [0, 2, 2, 9, 11]], float)
+
+    def roi_forward(boxes, size, scale):
+        return lambda a: F.roi_max_pool_forward(a, to_device(boxes, backend_name(a)), size,
+                                                scale)
+
+    magnitude = rng.choice([0.2, 0.35, 0.6, 0.8, 1.3, 2.4], (3, 4, 4))
+    target = rng.standard_normal((3, 4, 4))
+    box_x = target + magnitude * rng.choice([-1.0, 1.0], magnitude.shape)
+    box_weight = rng.uniform(0.0, 2.0, magnitude.shape)
+    box_weight[0] = 0.0  # unmatched boxes
+
+    def smooth_l1(a, **kw):
+        device = backend_name(a)
+        return F.smooth_l1_forward(a, to_device(target, device), **kw)
+
+    anchors = rng.standard_normal((2, 3, 5)) * 2
+    objectness = rng.integers(-1, 2, anchors.shape)
+
+    def sigmoid_loss(z, **kw):
+        return F.sigmoid_cross_entropy_forward(z, to_device(objectness, backend_name(z)), **kw)
+
+    return [
+        ("linear", F.linear_forward, F.linear_backward,
+         (rng.standard_normal((4, 5)), rng.standard_normal((3, 5)), rng.standard_normal(3)),
+         ("dx", "dw", "db")),
+        ("roi_max_pool", roi_forward(rois, (3, 2), 1.0), F.roi_max_pool_backward,
+         (_distinct(rng, (2, 2, 8, 9)),), ("dx",)),
+        ("roi_max_pool scale 0.5", roi_forward(rois_half, 2, 0.5), F.roi_max_pool_backward,
+         (_distinct(rng, (2, 3, 8, 8)),), ("dx",)),
+        ("smooth_l1 weighted sum", lambda a: smooth_l1(a, weight=to_device(
+            box_weight, backend_name(a))), F.smooth_l1_backward, (box_x,), ("dx",)),
+        ("smooth_l1 mean beta 0.5", lambda a: smooth_l1(a, beta=0.5, reduction="mean"),
+         F.smooth_l1_backward, (box_x,), ("dx",)),
+        ("sigmoid_cross_entropy mean", sigmoid_loss, F.sigmoid_cross_entropy_backward,
+         (anchors,), ("dlogits",)),
+        ("sigmoid_cross_entropy sum", lambda z: sigmoid_loss(z, reduction="sum"),
+         F.sigmoid_cross_entropy_backward, (anchors,), ("dlogits",)),
     ]
 
 
@@ -110,6 +157,11 @@ def _layer_cases(rng, backend):
     weight_map = to_device(rng.uniform(0.5, 3.0, labels.shape), backend)
     yield ("SoftmaxCrossEntropy", loss, to_device(x, backend),
            (to_device(labels, backend), weight_map))
+    yield ("Linear", layers.Linear(5, 3, rng=4).to(backend),
+           to_device(rng.standard_normal((4, 5)), backend), ())
+    rois = numpy.array([[0, 0, 0, 5, 5], [1, 1.5, 0.5, 4.4, 5.6], [1, 2, 2, 9, 3]])
+    yield ("RoIMaxPool", layers.RoIMaxPool(2, 0.5), to_device(_distinct(rng, x.shape), backend),
+           (to_device(rois, backend),))
 
 
 def run_checks(backend="numpy", seed=0):
