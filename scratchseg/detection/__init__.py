@@ -1,0 +1,1 @@
+"""Object detection: box geometry, proposals, the R-CNN family and its evaluation."""
