@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from scratchseg.detection.boxes import box_iou
-from scratchseg.detection.selective_search import _hierarchy, _pixel_bins, selective_search
+from scratchseg.detection.selective_search import (
+    _hierarchy,
+    _pixel_bins,
+    _Regions,
+    selective_search,
+)
 
 RECTANGLES = np.array([[5, 6, 25, 20], [35, 8, 58, 30], [12, 35, 50, 58]], dtype=float)
 
@@ -65,6 +70,45 @@ def test_grouping_merges_most_similar_adjacent_pair_first():
                                             [0, 0, 10, 12]])          # the whole image
 
 
+def region_reference(labels, bins, members):
+    """Colour and texture histograms, size and box of the union of ``members``, by loops."""
+    mask = np.isin(labels, members)
+    histograms = []
+    for per_pixel, nbins in zip(bins, (25, 10)):
+        counts = [np.bincount(per_pixel[..., d][mask], minlength=nbins)
+                  for d in range(per_pixel.shape[-1])]
+        histograms.append(np.concatenate(counts) / (mask.sum() * per_pixel.shape[-1]))
+    rows, cols = np.nonzero(mask)
+    box = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+    return histograms[0], histograms[1], mask.sum(), box
+
+
+def test_region_features_similarity_and_merge_against_loops():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.repeat(rng.integers(0, 4, (4, 5)), 3, axis=0), 3, axis=1)
+    labels[0, 0] = 4                                       # a one-pixel region
+    pixels = rng.random((12, 15, 2))
+    bins = _pixel_bins(pixels)
+    regions = _Regions(labels, bins)
+    for r in range(5):
+        colour, texture, size, box = region_reference(labels, bins, [r])
+        np.testing.assert_allclose(regions.colour[r], colour, rtol=1e-12)
+        np.testing.assert_allclose(regions.texture[r], texture, rtol=1e-12)
+        assert regions.size[r] == size and regions.box[r].tolist() == box
+    i, j = 1, 3
+    a, b = region_reference(labels, bins, [i]), region_reference(labels, bins, [j])
+    union = region_reference(labels, bins, [i, j])
+    fill = 1 - ((union[3][2] - union[3][0]) * (union[3][3] - union[3][1]) - union[2]) / 180
+    expected = (sum(min(x, y) for x, y in zip(a[0], b[0]))
+                + sum(min(x, y) for x, y in zip(a[1], b[1])) + (1 - union[2] / 180) + fill)
+    np.testing.assert_allclose(regions.similarity(np.array([i]), np.array([j])), [expected],
+                               rtol=1e-12)
+    t = regions.merge(i, j)                                # weighted average == union's
+    np.testing.assert_allclose(regions.colour[t], union[0], rtol=1e-12)
+    np.testing.assert_allclose(regions.texture[t], union[1], rtol=1e-12)
+    assert regions.size[t] == union[2] and regions.box[t].tolist() == union[3]
+
+
 def test_min_box_size_keeps_exact_edge():
     boxes = selective_search(rectangles_image(), min_box_size=14)    # rectangle 0 is 20 x 14
     assert np.any(np.all(boxes == RECTANGLES[0], axis=1))
@@ -78,6 +122,18 @@ def test_deterministic_for_a_seed_and_ranked_by_seed():
     other = selective_search(image, seed=4)
     assert not np.array_equal(first, other)
     assert {tuple(b) for b in first.tolist()} == {tuple(b) for b in other.tolist()}
+
+
+def test_ranking_puts_the_tops_of_hierarchies_first():
+    """Rank = position from the top times u ~ U[0, 1): the whole image (position 1 in every
+    hierarchy) lands near the front, the small initial regions towards the back."""
+    rng = np.random.default_rng(0)                         # 8 x 8 blocks of random colours
+    image = np.kron(rng.random((3, 8, 8)), np.ones((1, 8, 8))) + rng.normal(0, 0.01, (3, 64, 64))
+    spots = []
+    for seed in range(8):
+        boxes = selective_search(image, seed=seed)
+        spots.append(np.flatnonzero(np.all(boxes == [0, 0, 64, 64], axis=1))[0] / len(boxes))
+    assert np.median(spots) < 0.1
 
 
 def test_limits_and_any_channel_count():
