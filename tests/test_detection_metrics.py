@@ -11,10 +11,6 @@ from hypothesis import strategies as st
 from scratchseg.detection.data import DetectionSample
 from scratchseg.detection.evaluate import RECALL_POINTS, average_precision, coco_iou
 
-pycocotools = pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-
 
 def truth(boxes, labels, crowd=None):
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -43,7 +39,11 @@ def cocoeval(ground_truth, detections, num_classes, max_detections=100):
 
     summarize's stats[0] uses 100 detections whatever maxDets says (stats[1:3] use
     maxDets[2]), so for another max_detections it is the mean of the precision array,
-    as summarize computes it."""
+    as summarize computes it. Skips the test where pycocotools is not installed."""
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     images = [{"id": i + 1, "width": 100, "height": 100} for i in range(len(ground_truth))]
     categories = [{"id": k, "name": str(k)} for k in range(1, num_classes + 1)]
     annotations = []
