@@ -72,8 +72,9 @@ def roi_max_pool_forward(x, rois, output_size, spatial_scale=1.0):
     zero), ..., roi_w = max(x2' - x1' + 1, 1), bin_w = roi_w / ow; bin j spans
     w in [floor(j bin_w) + x1', ceil((j + 1) bin_w) + x1'), clipped to [0, W]; the
     same along h. The window offsets are scanned row-major (h outer, w inner) with
-    a strict >, so each bin remembers its first maximum. The cache is those
-    maxima's flat indices into x (-1: no gradient), x's shape and dtype.
+    a strict >, so each bin remembers its first maximum. Each step gathers whole
+    pixels (all C channels, contiguous in an (N*H*W, C) copy of x). The cache is
+    the maxima's pixel indices into that copy (-1: no gradient) and x's shape and dtype.
     """
     (oh, ow) = _check_roi_pool(x, rois, output_size, spatial_scale)
     xp = get_array_module(x)
@@ -81,10 +82,10 @@ def roi_max_pool_forward(x, rois, output_size, spatial_scale=1.0):
     corners = _round_half_away(xp, rois[:, 1:] * rois.dtype.type(spatial_scale))
     h0, h1 = _bin_edges(xp, corners[:, 1], corners[:, 3], oh, height, rois.dtype)
     w0, w1 = _bin_edges(xp, corners[:, 0], corners[:, 2], ow, width, rois.dtype)
-    base = (rois[:, 0].astype(xp.int64)[:, None] * c + xp.arange(c)) * (height * width)
-    best = xp.full((rois.shape[0], c, oh, ow), -FLT_MAX, dtype=x.dtype)
+    image = rois[:, 0].astype(xp.int64)[:, None, None] * (height * width)
+    pixels = x.transpose(0, 2, 3, 1).reshape(-1, c)  # row b H W + h W + w: x[b, :, h, w]
+    best = xp.full((rois.shape[0], oh, ow, c), -FLT_MAX, dtype=x.dtype)
     argmax = xp.full(best.shape, -1, dtype=xp.int64)
-    flat_x = x.reshape(-1)
     tall = int((h1 - h0).max()) if rois.shape[0] else 0
     wide = int((w1 - w0).max()) if rois.shape[0] else 0
     for i in range(tall):  # window offsets, row-major: the first max is kept
@@ -92,29 +93,32 @@ def roi_max_pool_forward(x, rois, output_size, spatial_scale=1.0):
         for j in range(wide):
             w = w0 + j
             inside = (h < h1)[:, :, None] & (w < w1)[:, None, :]  # (R, oh, ow)
-            pos = (xp.minimum(h, height - 1)[:, :, None] * width
-                   + xp.minimum(w, width - 1)[:, None, :])
-            index = base[:, :, None, None] + pos[:, None]
-            value = flat_x[index]
-            better = inside[:, None] & (value > best)
+            pixel = (image + xp.minimum(h, height - 1)[:, :, None] * width
+                     + xp.minimum(w, width - 1)[:, None, :])
+            value = pixels[pixel]  # (R, oh, ow, C)
+            better = inside[..., None] & (value > best)
             best = xp.where(better, value, best)
-            argmax = xp.where(better, index, argmax)
+            argmax = xp.where(better, pixel[..., None], argmax)
     empty = (h1 <= h0)[:, :, None] | (w1 <= w0)[:, None, :]
-    y = xp.where(empty[:, None], x.dtype.type(0), best)
-    return y, saved_for_backward(argmax, x.shape, x.dtype)
+    y = xp.where(empty[..., None], x.dtype.type(0), best).transpose(0, 3, 1, 2)
+    return xp.ascontiguousarray(y), saved_for_backward(argmax, x.shape, x.dtype)
 
 
 def roi_max_pool_backward(dy, cache):
     """dx[b_r, c, h*, w*] += dy[r, c, i, j] at each bin's first maximum (h*, w*).
 
     Bins that overlap share elements, so the gradients are scatter-added (one
-    bincount over the flat indices); empty bins pass nothing. rois get none.
+    bincount over flat indices into x laid out (N, H, W, C), then transposed back);
+    empty bins pass nothing. rois get no gradient.
     """
-    argmax, shape, dtype = check_cache("roi_max_pool_backward", cache)
-    check_upstream("roi_max_pool_backward", dy, argmax.shape, dtype, backend_name(argmax))
+    argmax, (n, c, height, width), dtype = check_cache("roi_max_pool_backward", cache)
+    r, oh, ow, _ = argmax.shape
+    check_upstream("roi_max_pool_backward", dy, (r, c, oh, ow), dtype, backend_name(argmax))
     xp = get_array_module(dy)
     hit = argmax >= 0
-    size = shape[0] * shape[1] * shape[2] * shape[3]
-    dx = xp.bincount(xp.where(hit, argmax, 0).reshape(-1),
-                     weights=xp.where(hit, dy, 0).reshape(-1), minlength=size)
-    return dx.astype(dy.dtype).reshape(shape)
+    flat = xp.where(hit, argmax * c + xp.arange(c), 0)  # pixel * C + channel
+    weights = xp.where(hit, dy.transpose(0, 2, 3, 1), 0)
+    dx = xp.bincount(flat.reshape(-1), weights=weights.reshape(-1),
+                     minlength=n * height * width * c)
+    return xp.ascontiguousarray(dx.astype(dy.dtype).reshape(n, height, width, c)
+                                .transpose(0, 3, 1, 2))
