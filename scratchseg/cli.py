@@ -1,4 +1,5 @@
-"""The ``scratchseg`` command: gradcheck, train, predict, evaluate, export, summary, bench."""
+"""The ``scratchseg`` command: gradcheck, train, predict, evaluate, export, detect, summary,
+bench."""
 
 import argparse
 import json
@@ -152,6 +153,99 @@ def _export(args):
     return 0
 
 
+def _detect_train(args):
+    from scratchseg.detection.options import DetectOptions
+    from scratchseg.detection.train import DetectionTrainer, resume_detection_options
+    from scratchseg.training.options import given_options
+
+    given = given_options(args, DetectOptions)
+    for name in ("data", "val_data", "images"):  # a resumed run may start in another folder
+        if given.get(name) not in (None, "", "synthetic"):
+            given[name] = str(Path(given[name]).resolve())
+    if args.resume:
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise ValueError(f"--resume {args.resume} continues writing into {args.resume}; "
+                             f"drop --out {args.out} (copy the run folder first to branch it)")
+        options, out = resume_detection_options(args.resume, **given), args.resume
+    else:
+        if not args.out:
+            raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
+        options, out = DetectOptions(**given), args.out
+    trainer = DetectionTrainer(options, out, resume=bool(args.resume), progress=not args.quiet)
+    history = trainer.run()
+    if history:
+        print(f"done: val mAP@0.5 {history[-1]['val_map50']:.4f}, mAP@[.5:.95] "
+              f"{history[-1]['val_map']:.4f}; wrote {trainer.out_dir}")
+    return 0
+
+
+def _detect_predict(args):
+    from tqdm import tqdm
+
+    from scratchseg.detection.inference import predict_detection_files
+
+    for path in predict_detection_files(args.model, args.images, args.out,
+                                        score_threshold=args.score_threshold,
+                                        backend=args.backend, progress=not args.quiet):
+        tqdm.write(str(path))
+    return 0
+
+
+def _detect_evaluate(args):
+    from scratchseg.detection.inference import evaluate_detection
+
+    result = evaluate_detection(args.model, args.data, args.images, backend=args.backend,
+                                progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'class':<16} {'AP@[.5:.95]':>11} {'AP@0.5':>8}")
+    for row in result["per_class"]:
+        print(f"{row['name']:<16} {row['ap']:>11.4f} {row['ap50']:>8.4f}")
+    stages = "  ".join(f"{k} {v * 1000:.1f} ms" for k, v in result["seconds_per_image"].items())
+    print(f"\n{result['model']} on {result['images']} images: mAP@0.5 {result['map50']:.4f}  "
+          f"mAP@[.5:.95] {result['map']:.4f}  mAP@0.75 {result['map75']:.4f}\n"
+          f"per image: {result['total_seconds_per_image'] * 1000:.1f} ms ({stages})")
+    return 0
+
+
+def _add_detect_commands(commands, defaults_shown, model_help):
+    from scratchseg.detection.options import DetectOptions
+
+    detect = commands.add_parser(
+        "detect", help="R-CNN, Fast R-CNN and Faster R-CNN: train, predict, evaluate",
+        **defaults_shown)
+    stages = detect.add_subparsers(dest="stage", required=True)
+    train = stages.add_parser("train", help="train a detector", **defaults_shown)
+    train.add_argument("--out", help="run directory (model, checkpoint, metrics, pictures)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_option_flags(train, DetectOptions)
+    train.set_defaults(run=_detect_train)
+
+    predict = stages.add_parser("predict", help="draw detected boxes, classes and scores",
+                                **defaults_shown)
+    predict.add_argument("--model", required=True, help=model_help)
+    predict.add_argument("--out", required=True,
+                         help="folder for <stem>_detections.png and detections.json")
+    predict.add_argument("--score-threshold", type=float, default=0.5,
+                         help="draw and list detections scoring at least this")
+    predict.add_argument("images", nargs="+", help="PNG, JPEG, BMP, GIF or TIFF images")
+    predict.set_defaults(run=_detect_predict)
+
+    evaluate = stages.add_parser("evaluate", help="mAP and time per image", **defaults_shown)
+    evaluate.add_argument("--model", required=True, help=model_help)
+    evaluate.add_argument("--data", default="synthetic",
+                          help="'synthetic' (100 scenes never trained on) or a COCO JSON")
+    evaluate.add_argument("--images", default=None,
+                          help="folder of the COCO JSON's images (default: its folder)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(run=_detect_evaluate)
+    for sub in (predict, evaluate):
+        sub.add_argument("--backend", choices=BACKENDS, default="numpy", help="array module")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _summary(args):
     from scratchseg.nn import UNet
     from scratchseg.nn.summary import format_summary, unet_summary
@@ -243,6 +337,8 @@ def build_parser():
     export.add_argument("--model", required=True, help=model_help)
     export.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
     export.set_defaults(run=_export)
+
+    _add_detect_commands(commands, defaults_shown, model_help)
 
     summary = commands.add_parser("summary", help="per-layer shapes, parameters, FLOPs, memory",
                                   **defaults_shown)

@@ -87,11 +87,13 @@ def _loads(path, metadata, key):
         raise ValueError(f"cannot read {path}: metadata {key!r} is missing or not JSON") from err
 
 
-def save_model(path, state_dict, *, config, class_values, extra_metadata=None):
+def save_model(path, state_dict, *, config, class_values, extra_metadata=None,
+               model_format=MODEL_FORMAT):
     """Write a model's ``state_dict`` (name -> array, dtypes kept) and its metadata to a
-    safetensors file at ``path``, atomically. ``extra_metadata`` maps str -> str."""
+    safetensors file at ``path``, atomically. ``extra_metadata`` maps str -> str;
+    ``model_format`` tells a U-Net's file from a detector's."""
     metadata = {
-        "format": MODEL_FORMAT,
+        "format": model_format,
         "config": _dumps(config, "config"),
         "class_values": _dumps(list(class_values), "class_values"),
     }
@@ -106,21 +108,21 @@ def save_model(path, state_dict, *, config, class_values, extra_metadata=None):
         save_file(arrays, temp, metadata=metadata)
 
 
-def load_model(path):
+def load_model(path, model_format=MODEL_FORMAT):
     """Read a file written by ``save_model``: ``(state_dict, config, class_values)`` with
     the arrays as NumPy arrays in the file's order. A ValueError says what is wrong."""
-    arrays, metadata = _read(path, MODEL_FORMAT)
+    arrays, metadata = _read(path, model_format)
     return arrays, _loads(path, metadata, "config"), _loads(path, metadata, "class_values")
 
 
-def model_metadata(path):
+def model_metadata(path, model_format=MODEL_FORMAT):
     """The string metadata of a model file: format, config, class_values and any extra keys."""
     try:
         with safe_open(os.fspath(path), framework="numpy") as f:
             metadata = f.metadata() or {}
     except (OSError, SafetensorError) as err:
         raise ValueError(f"cannot read {path}: not a readable safetensors file ({err})") from err
-    _check_format(path, metadata, MODEL_FORMAT)
+    _check_format(path, metadata, model_format)
     return metadata
 
 

@@ -218,22 +218,24 @@ class TrainOptions:
 RESUMABLE_OPTIONS = tuple(f.name for f in fields(TrainOptions) if f.metadata["resumable"])
 
 
-def resumed_options(stored, given, run_dir):
+def resumed_options(stored, given, run_dir, options_class=None):
     """The ``stored`` options (a dict, as a checkpoint holds them) with the ``given``
-    RESUMABLE_OPTIONS applied, validated.
+    resumable options applied, validated; ``options_class`` defaults to TrainOptions.
 
     Any other option given must equal the stored one: resuming continues the
     same model on the same data, so a ValueError names every option that differs.
     """
-    known = {f.name for f in fields(TrainOptions)}
-    options = TrainOptions(**{k: v for k, v in stored.items() if k in known})
+    options_class = options_class or TrainOptions
+    known = {f.name for f in fields(options_class)}
+    resumable = [f.name for f in fields(options_class) if f.metadata["resumable"]]
+    options = options_class(**{k: v for k, v in stored.items() if k in known})
     changed = [f"{flag_name(k)} (the run has {getattr(options, k)!r}, got {v!r})"
-               for k, v in given.items() if k not in RESUMABLE_OPTIONS and
+               for k, v in given.items() if k not in resumable and
                v != getattr(options, k)]
     if changed:
-        allowed = ", ".join(flag_name(k) for k in RESUMABLE_OPTIONS)
+        allowed = ", ".join(flag_name(k) for k in resumable)
         raise ValueError(f"--resume {run_dir} cannot change {'; '.join(changed)}; only "
                          f"{allowed} may change (start a new run with --out for the others)")
-    options = replace(options, **{k: v for k, v in given.items() if k in RESUMABLE_OPTIONS})
+    options = replace(options, **{k: v for k, v in given.items() if k in resumable})
     options.validate()
     return options
