@@ -194,8 +194,8 @@ def _detect_predict(args):
 def _detect_evaluate(args):
     from scratchseg.detection.inference import evaluate_detection
 
-    result = evaluate_detection(args.model, args.data, args.images, backend=args.backend,
-                                progress=not args.quiet)
+    result = evaluate_detection(args.model, args.data, args.images, samples=args.samples,
+                                backend=args.backend, progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -236,7 +236,9 @@ def _add_detect_commands(commands, defaults_shown, model_help):
     evaluate = stages.add_parser("evaluate", help="mAP and time per image", **defaults_shown)
     evaluate.add_argument("--model", required=True, help=model_help)
     evaluate.add_argument("--data", default="synthetic",
-                          help="'synthetic' (100 scenes never trained on) or a COCO JSON")
+                          help="'synthetic' (scenes never trained on) or a COCO JSON")
+    evaluate.add_argument("--samples", type=int, default=100,
+                          help="with --data synthetic: how many scenes")
     evaluate.add_argument("--images", default=None,
                           help="folder of the COCO JSON's images (default: its folder)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")

@@ -25,8 +25,6 @@ from scratchseg.fileio import atomic_write_text
 from scratchseg.inference import model_file
 from scratchseg.training.checkpoint import load_model, model_metadata
 
-TEST_SAMPLES = 100  # synthetic test scenes of `detect evaluate --data synthetic`
-
 
 class TrainedDetector:
     """A detector with its class names and how its training images were read."""
@@ -89,14 +87,16 @@ def predict_detection_files(model_path, images, out_dir, *, score_threshold=0.5,
     yield target
 
 
-def evaluate_detection(model_path, data="synthetic", images=None, *, backend="numpy",
-                       progress=False):
+def evaluate_detection(model_path, data="synthetic", images=None, *, samples=100,
+                       backend="numpy", progress=False):
     """mAP figures and seconds per image of a trained detector on ``data``: 'synthetic'
-    (TEST_SAMPLES scenes never trained or validated on) or a COCO JSON."""
+    (``samples`` scenes never trained or validated on) or a COCO JSON."""
     detector = load_detector(model_path, backend)
     network = detector.network
     if data == "synthetic":
-        dataset = SyntheticBoxes(TEST_SAMPLES, detector.reading.get("size", 64), TEST_SEED)
+        if not (isinstance(samples, int) and samples >= 1):
+            raise ValueError(f"--samples must be an integer >= 1, got {samples!r}")
+        dataset = SyntheticBoxes(samples, detector.reading.get("size", 64), TEST_SEED)
     else:
         dataset = CocoDataset(data, images, normalize=detector.reading.get("normalize",
                                                                             "percentile"))

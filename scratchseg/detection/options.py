@@ -37,6 +37,8 @@ class DetectOptions:
     val_data: str = option("", "a COCO JSON to validate on (default: held-out synthetic "
                            "scenes, or every fifth image of --data)", TEXT)
     num_samples: int = option(256, "synthetic training scenes", integer(1))
+    val_samples: int = option(64, "synthetic validation scenes (other seeds than training's)",
+                              integer(1))
     size: int = option(64, "synthetic scene edge in pixels", integer(32))
     steps: int = option(1500, "SGD steps (on resume: the new total)", integer(1),
                         resumable=True)

@@ -43,7 +43,6 @@ METRIC_COLUMNS = ("step", "train_loss", "val_map50", "val_map", "val_seconds_per
                   "seconds")
 VALIDATIONS = 10  # how often a run validates when --val-every is 0
 VAL_SEED, TEST_SEED = 10_000, 20_000  # synthetic validation and test scenes: other seeds
-SYNTHETIC_VAL_SAMPLES = 64
 
 
 class TrainingError(RuntimeError):
@@ -64,7 +63,7 @@ def load_datasets(options):
     every fifth of its images held out)."""
     if options.data == "synthetic":
         return (SyntheticBoxes(options.num_samples, options.size, options.seed),
-                SyntheticBoxes(SYNTHETIC_VAL_SAMPLES, options.size, VAL_SEED + options.seed))
+                SyntheticBoxes(options.val_samples, options.size, VAL_SEED + options.seed))
     data = CocoDataset(options.data, options.images or None, normalize=options.normalize)
     if options.val_data:
         val = CocoDataset(options.val_data, options.images or None, normalize=options.normalize)
