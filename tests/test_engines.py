@@ -125,6 +125,22 @@ def test_concat(skip_shape, threads):
         assert np.array_equal(g, r), label
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_roi_max_pool(dtype):
+    """Proposals of every size at once (the CPU engine runs them in groups by window size),
+    on two images, with tied windows: bitwise the same y, cache and dx."""
+    rng = np.random.default_rng(7)
+    x = rng.permutation(2 * 6 * 20 * 24).reshape(2, 6, 20, 24).astype(dtype)
+    x[1, :, :6, :6] = 0
+    corners = rng.uniform(-8, 100, (60, 2))
+    sizes = rng.choice([1.0, 6.0, 20.0, 60.0, 96.0], (60, 2)) * rng.uniform(0.5, 1.5, (60, 2))
+    rois = np.concatenate([rng.integers(0, 2, (60, 1)), corners, corners + sizes], axis=1)
+    got, want = _both("roi_max_pool", (x, rois.astype(dtype)),
+                      dict(output_size=(5, 4), spatial_scale=0.25))
+    for label, g, r in zip(("y", "dx"), got, want):
+        assert np.array_equal(g, r), label
+
+
 def test_the_ops_without_a_kernel_of_their_own_are_the_reference():
     for name in ("dropout", "batch_norm2d", "softmax_cross_entropy"):
         for half in ("forward", "backward"):

@@ -2,7 +2,7 @@
 
 Same names, signatures and results as ``scratchseg.functional`` (proven op by op in
 tests/test_engines.py). Where it has no kernel of its own (dropout, batch norm, the
-losses, linear, RoI pooling) it runs the reference op: an op gets a fast kernel only where
+losses, linear) it runs the reference op: an op gets a fast kernel only where
 a benchmark shows that it pays. Its sizes and thresholds are in ``scratchseg.fast.tuning``.
 """
 
@@ -14,6 +14,7 @@ from scratchseg.fast.conv import (
     conv_transpose2d_forward,
 )
 from scratchseg.fast.pool import max_pool2d_backward, max_pool2d_forward
+from scratchseg.fast.roi_pool import roi_max_pool_backward, roi_max_pool_forward
 from scratchseg.fast.skip import concat_backward, concat_forward
 from scratchseg.functional import (
     batch_norm2d_backward,
@@ -25,8 +26,6 @@ from scratchseg.functional import (
     dropout_forward,
     linear_backward,
     linear_forward,
-    roi_max_pool_backward,
-    roi_max_pool_forward,
     sigmoid_cross_entropy_backward,
     sigmoid_cross_entropy_forward,
     smooth_l1_backward,
