@@ -18,6 +18,7 @@ from scratchseg.grad_mode import no_grad
 ANCHOR_SIZES = (8, 16, 32)       # pixels: the square root of the anchor's area
 ASPECT_RATIOS = (0.5, 1.0, 2.0)  # height / width
 TRAIN_PROPOSALS, TEST_PROPOSALS = 300, 100
+PRE_NMS = 300  # the best-scoring anchors that NMS sees
 
 
 class FasterRCNN(FastRCNN):
@@ -41,7 +42,7 @@ class FasterRCNN(FastRCNN):
         anchors = self.anchors(features)
         losses, dobjectness, drpn = rpn_loss(objectness[0], offsets[0], anchors, boxes, rng)
         proposals, _ = propose(objectness[0], offsets[0], anchors, image.shape[1:],
-                               post_nms=TRAIN_PROPOSALS)
+                               pre_nms=PRE_NMS, post_nms=TRAIN_PROPOSALS)
         rois, roi_labels, targets = sample_rois(proposals, boxes, labels, rng,
                                                 batch_size=self.rois_per_image,
                                                 negative=(0.0, 0.5))
@@ -59,7 +60,7 @@ class FasterRCNN(FastRCNN):
             features = self.backbone.forward(self._input(image[None]))
             objectness, offsets = self.rpn.forward(features)
         return propose(objectness[0], offsets[0], self.anchors(features), image.shape[1:],
-                       post_nms=TEST_PROPOSALS)
+                       pre_nms=PRE_NMS, post_nms=TEST_PROPOSALS)
 
     def detect(self, image, proposals=None):
         """``proposals`` is unused: the RPN makes them from the shared features."""
@@ -70,7 +71,7 @@ class FasterRCNN(FastRCNN):
             with watch("proposals"):
                 objectness, offsets = self.rpn.forward(features)
                 rois, _ = propose(objectness[0], offsets[0], self.anchors(features),
-                                  image.shape[1:], post_nms=TEST_PROPOSALS)
+                                  image.shape[1:], pre_nms=PRE_NMS, post_nms=TEST_PROPOSALS)
             with watch("heads"):
                 scores, box_offsets = self.head.forward(self._pooled(features, rois))
                 detections = self._read_out(rois, scores, box_offsets, image)

@@ -13,13 +13,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from scratchseg.data.images import read_image
-from scratchseg.detection.data import CocoDataset, SyntheticBoxes
+from scratchseg.detection.data import CocoDataset
 from scratchseg.detection.draw import save_detections_png
 from scratchseg.detection.train import (
     MODEL_FORMAT,
     TEST_SEED,
     build_detector,
     evaluate_detector,
+    synthetic_scenes,
 )
 from scratchseg.fileio import atomic_write_text
 from scratchseg.inference import model_file
@@ -87,16 +88,26 @@ def predict_detection_files(model_path, images, out_dir, *, score_threshold=0.5,
     yield target
 
 
-def evaluate_detection(model_path, data="synthetic", images=None, *, samples=100,
+def synthetic_test_scenes(samples, size, trained_size):
+    """``samples`` scenes of edge ``size`` never trained or validated on, with the objects
+    of the training scenes (of edge ``trained_size``), as many per area."""
+    if not (isinstance(samples, int) and samples >= 1):
+        raise ValueError(f"--samples must be an integer >= 1, got {samples!r}")
+    if not (isinstance(size, int) and size >= 32):
+        raise ValueError(f"--size must be an integer >= 32 (pixels), got {size!r}")
+    return synthetic_scenes(samples, size, TEST_SEED, object_size=trained_size)
+
+
+def evaluate_detection(model_path, data="synthetic", images=None, *, samples=100, size=None,
                        backend="numpy", progress=False):
     """mAP figures and seconds per image of a trained detector on ``data``: 'synthetic'
-    (``samples`` scenes never trained or validated on) or a COCO JSON."""
+    (``samples`` new scenes, of edge ``size``, default the training scenes') or a COCO
+    JSON."""
     detector = load_detector(model_path, backend)
     network = detector.network
     if data == "synthetic":
-        if not (isinstance(samples, int) and samples >= 1):
-            raise ValueError(f"--samples must be an integer >= 1, got {samples!r}")
-        dataset = SyntheticBoxes(samples, detector.reading.get("size", 64), TEST_SEED)
+        trained_size = detector.reading.get("size", 64)
+        dataset = synthetic_test_scenes(samples, size or trained_size, trained_size)
     else:
         dataset = CocoDataset(data, images, normalize=detector.reading.get("normalize",
                                                                             "percentile"))

@@ -19,18 +19,20 @@ def nms(boxes, scores, iou_threshold):
 
     Boxes are visited in descending score (ties: lower index first, a stable sort of
     -scores); a box is dropped when its IoU with an already kept box is > iou_threshold
-    (strictly, as torchvision). The loop runs once per kept box: each kept box's IoU row
-    against the boxes still in play removes the ones it suppresses.
+    (strictly, as torchvision). The IoU matrix of the sorted boxes is computed once
+    (N^2 numbers: detectors cut to their best few thousand boxes first); the loop then
+    runs once per kept box, striking out the rows its IoU row exceeds.
     """
     boxes, scores = _check_scores(boxes, scores, "nms")
-    remaining = np.argsort(-scores, kind="stable")
+    order = np.argsort(-scores, kind="stable")
+    overlapping = box_iou(boxes[order], boxes[order]) > iou_threshold
+    alive = np.ones(len(order), dtype=bool)
     kept = []
-    while remaining.size:
-        best = remaining[0]
-        kept.append(best)
-        iou = box_iou(boxes[best:best + 1], boxes[remaining[1:]])[0]
-        remaining = remaining[1:][iou <= iou_threshold]
-    return np.asarray(kept, dtype=np.int64)
+    for i in range(len(order)):
+        if alive[i]:
+            kept.append(i)
+            alive[i + 1:] &= ~overlapping[i, i + 1:]
+    return order[np.asarray(kept, dtype=np.int64)]
 
 
 def batched_nms(boxes, scores, groups, iou_threshold):

@@ -35,17 +35,19 @@ class DetectOptions:
     images: str = option("", "folder of the COCO JSON's images (default: the JSON's folder)",
                          TEXT)
     val_data: str = option("", "a COCO JSON to validate on (default: held-out synthetic "
-                           "scenes, or every fifth image of --data)", TEXT)
+                           "scenes, or every fifth image of --data; with under 5 images, "
+                           "all of them)", TEXT)
     num_samples: int = option(256, "synthetic training scenes", integer(1))
     val_samples: int = option(64, "synthetic validation scenes (other seeds than training's)",
                               integer(1))
-    size: int = option(64, "synthetic scene edge in pixels", integer(32))
+    size: int = option(128, "synthetic scene edge in pixels; objects scale with it (radius "
+                       "10..24 pixels at 128)", integer(32))
     steps: int = option(1500, "SGD steps (on resume: the new total)", integer(1),
                         resumable=True)
     batch_size: int = option(2, "images per SGD step", integer(1))
     rois_per_image: int = option(64, "RoIs per image for the head, a quarter foreground",
                                  integer(4))
-    lr: float = option(0.01, "base learning rate (x0.1 for the last quarter of the steps)",
+    lr: float = option(0.02, "base learning rate (x0.1 for the last quarter of the steps)",
                        number(0))
     momentum: float = option(0.9, "SGD momentum", number(0, 1))
     weight_decay: float = option(5e-4, "L2 weight decay (the papers')", number(0))

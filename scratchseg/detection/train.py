@@ -42,6 +42,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 METRIC_COLUMNS = ("step", "train_loss", "val_map50", "val_map", "val_seconds_per_image", "lr",
                   "seconds")
 VALIDATIONS = 10  # how often a run validates when --val-every is 0
+MIN_IMAGES_TO_HOLD_OUT = 5  # fewer COCO images (and no --val-data): validate on them all
 VAL_SEED, TEST_SEED = 10_000, 20_000  # synthetic validation and test scenes: other seeds
 
 
@@ -58,12 +59,22 @@ def build_detector(config, *, seed=0, backend="numpy"):
     return DETECTOR_CLASSES[kind](**config, seed=seed, backend=backend)
 
 
+def synthetic_scenes(samples, size, seed, object_size=None):
+    """``samples`` shape scenes of edge ``size`` (SyntheticBoxes) whose objects are those of
+    a scene of edge ``object_size`` (default ``size``): radii 5..12 pixels at 64, scaled
+    with the edge, and 1 to 4 objects per 64^2 of such a scene, as many per area."""
+    object_size = object_size or size
+    scale, per_area = object_size / 64, (size / object_size) ** 2
+    return SyntheticBoxes(samples, size, seed, radius=(5.0 * scale, 12.0 * scale),
+                          num_objects=(max(1, round(per_area)), max(1, round(4 * per_area))))
+
+
 def load_datasets(options):
-    """(train, validation) datasets: synthetic scenes, or a COCO JSON (and --val-data, else
-    every fifth of its images held out)."""
+    """(train, validation) datasets: synthetic scenes, or a COCO JSON and --val-data, else
+    every fifth of its images held out (all of them validate when there are under 5)."""
     if options.data == "synthetic":
-        return (SyntheticBoxes(options.num_samples, options.size, options.seed),
-                SyntheticBoxes(options.val_samples, options.size, VAL_SEED + options.seed))
+        return (synthetic_scenes(options.num_samples, options.size, options.seed),
+                synthetic_scenes(options.val_samples, options.size, VAL_SEED + options.seed))
     data = CocoDataset(options.data, options.images or None, normalize=options.normalize)
     if options.val_data:
         val = CocoDataset(options.val_data, options.images or None, normalize=options.normalize)
@@ -72,9 +83,9 @@ def load_datasets(options):
                              f"{val.class_names[1:]} and {val.in_channels} channels differ "
                              f"from --data's {data.class_names[1:]} and {data.in_channels}")
         return data, val
-    if len(data) < 2:
+    if len(data) < MIN_IMAGES_TO_HOLD_OUT:  # too few to spare any: validate on the training set
         return data, data
-    held_out = set(range(4, len(data), 5)) or {len(data) - 1}
+    held_out = set(range(4, len(data), 5))
     return (_Subset(data, [i for i in range(len(data)) if i not in held_out]),
             _Subset(data, sorted(held_out)))
 
