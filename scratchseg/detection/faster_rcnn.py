@@ -15,7 +15,7 @@ from scratchseg.detection.heads import box_head_loss, sample_rois
 from scratchseg.detection.rpn import RPNHead, propose, rpn_loss
 from scratchseg.grad_mode import no_grad
 
-ANCHOR_SIZES = (8, 16, 32)       # pixels: the square root of the anchor's area
+ANCHOR_SIZES = (16, 32, 64)      # pixels: the square root of the anchor's area
 ASPECT_RATIOS = (0.5, 1.0, 2.0)  # height / width
 TRAIN_PROPOSALS, TEST_PROPOSALS = 300, 100
 PRE_NMS = 300  # the best-scoring anchors that NMS sees
