@@ -195,7 +195,7 @@ def _detect_evaluate(args):
     from scratchseg.detection.inference import evaluate_detection
 
     result = evaluate_detection(args.model, args.data, args.images, samples=args.samples,
-                                backend=args.backend, progress=not args.quiet)
+                                size=args.size, backend=args.backend, progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -239,6 +239,9 @@ def _add_detect_commands(commands, defaults_shown, model_help):
                           help="'synthetic' (scenes never trained on) or a COCO JSON")
     evaluate.add_argument("--samples", type=int, default=100,
                           help="with --data synthetic: how many scenes")
+    evaluate.add_argument("--size", type=int, default=None,
+                          help="with --data synthetic: scene edge (default: the training "
+                               "scenes'), with as many objects per area")
     evaluate.add_argument("--images", default=None,
                           help="folder of the COCO JSON's images (default: its folder)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")

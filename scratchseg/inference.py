@@ -69,6 +69,25 @@ def model_file(path):
     return path
 
 
+def check_intensities(image, trained, normalize, name, stacklevel=3):
+    """Warn (IntensityWarning) when a normalised image lies far outside the training
+    images' range ``trained`` = (low, high): 4 times wider or narrower, or beyond it by a
+    whole width. Nothing to check when ``trained`` is None."""
+    if trained is None or not image.size:
+        return
+    low, high = trained
+    width = max(high - low, 1e-6)
+    p_low, p_high = (float(v) for v in numpy.percentile(image, (1.0, 99.8)))
+    if not (p_high - p_low > 4 * width or p_high - p_low < width / 4
+            or p_low > high + width or p_high < low - width):
+        return
+    warnings.warn(IntensityWarning(
+        f"{name}: after {normalize!r} normalisation its intensities span "
+        f"{p_low:.3g}..{p_high:.3g} but the training images spanned {low:.3g}..{high:.3g}; "
+        f"predictions may be meaningless (another bit depth? train with --normalize "
+        f"percentile)"), stacklevel=stacklevel)
+
+
 class TrainedModel:
     """A trained U-Net with how to read its images and write its masks."""
 
@@ -100,22 +119,9 @@ class TrainedModel:
         return image
 
     def check_intensities(self, image, name):
-        """Warn (IntensityWarning) when a normalised image lies far outside the training
-        images' range: 4 times wider or narrower, or beyond it by a whole width."""
-        trained = self.reading["intensity_range"]
-        if trained is None or not image.size:
-            return
-        low, high = trained
-        width = max(high - low, 1e-6)
-        p_low, p_high = (float(v) for v in numpy.percentile(image, (1.0, 99.8)))
-        if not (p_high - p_low > 4 * width or p_high - p_low < width / 4
-                or p_low > high + width or p_high < low - width):
-            return
-        warnings.warn(IntensityWarning(
-            f"{name}: after {self.reading['normalize']!r} normalisation its intensities span "
-            f"{p_low:.3g}..{p_high:.3g} but the training images spanned {low:.3g}..{high:.3g}; "
-            f"predictions may be meaningless (another bit depth? train with --normalize "
-            f"percentile)"), stacklevel=3)
+        """check_intensities against this model's training range (stacklevel: the caller's)."""
+        check_intensities(image, self.reading["intensity_range"], self.reading["normalize"],
+                          name, stacklevel=4)
 
     def probabilities(self, image, tile=None, name="image"):
         """float32 (K, H, W) class probabilities (softmax of the logits)."""

@@ -94,6 +94,20 @@ def test_predict_draws_boxes_and_lists_them(fast_run, tmp_path, capsys):
     assert {row["label"] for row in listed} <= {"ellipse", "rectangle", "triangle"}
 
 
+def test_an_8_bit_image_for_a_model_of_0_to_1_scenes_warns(fast_run, tmp_path):
+    """The synthetic scenes are used as drawn (0..1); a PNG of 0..255 would detect nothing
+    meaningful, and predict says so."""
+    from PIL import Image
+
+    from scratchseg.inference import IntensityWarning
+
+    image = SyntheticBoxes(1, 40, 3)[0].image
+    Image.fromarray((image[0] * 255).astype(np.uint8)).save(tmp_path / "scene.png")
+    with pytest.warns(IntensityWarning, match="scene.png"):
+        main(["detect", "predict", "--model", str(fast_run), "--out", str(tmp_path / "out"),
+              "--quiet", str(tmp_path / "scene.png")])
+
+
 def test_evaluate_prints_map_and_the_time_of_each_stage(fast_run, capsys):
     assert main(["detect", "evaluate", "--model", str(fast_run), "--samples", "5",
                  "--quiet"]) == 0
@@ -129,7 +143,7 @@ def test_coco_json_trains_and_evaluate_agrees_with_pycocotools(coco_files, tmp_p
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
-    assert ours["map50"] > 0.05
+    assert ours["map50"] > 0.01  # some detections match: the comparison means something
     assert ours["map"] == pytest.approx(evaluation.stats[0], abs=1e-12)
     assert ours["map50"] == pytest.approx(evaluation.stats[1], abs=1e-12)
     assert ours["map75"] == pytest.approx(evaluation.stats[2], abs=1e-12)

@@ -23,7 +23,7 @@ from scratchseg.detection.train import (
     synthetic_scenes,
 )
 from scratchseg.fileio import atomic_write_text
-from scratchseg.inference import model_file
+from scratchseg.inference import check_intensities, model_file
 from scratchseg.training.checkpoint import load_model, model_metadata
 
 
@@ -34,9 +34,16 @@ class TrainedDetector:
         self.network, self.class_names, self.reading = network, list(class_names), reading
 
     def read(self, path):
-        """The image file at ``path`` as the network takes it: (C, H, W), normalised."""
-        return read_image(path, normalize=self.reading["normalize"],
-                          channels=self.network.config["in_channels"])
+        """The image file at ``path`` as the network takes it: (C, H, W), normalised;
+        warns (IntensityWarning) when it lies far outside the training images' range."""
+        image = read_image(path, normalize=self.reading["normalize"],
+                           channels=self.network.config["in_channels"])
+        self.check(image, str(path))
+        return image
+
+    def check(self, image, name):
+        check_intensities(image, self.reading.get("intensity_range"), self.reading["normalize"],
+                          name, stacklevel=4)
 
     def detect(self, image):
         """(Detections, seconds per stage) for a (C, H, W) float32 image."""
@@ -114,6 +121,8 @@ def evaluate_detection(model_path, data="synthetic", images=None, *, samples=100
         if list(dataset.class_names) != detector.class_names:
             raise ValueError(f"{data}: its categories {dataset.class_names[1:]} are not the "
                              f"model's {detector.class_names[1:]}")
+        for sample in dataset:
+            detector.check(sample.image, f"{data}: {sample.name}")
     result, _, seconds = evaluate_detector(network, dataset, progress=progress)
     per_class = [dict(name=name, **result["per_class"][label])
                  for label, name in enumerate(detector.class_names[1:], start=1)]

@@ -33,6 +33,7 @@ from scratchseg.training.checkpoint import (
     save_model,
     save_training_state,
 )
+from scratchseg.training.loop import intensity_range
 from scratchseg.training.options import resumed_options
 
 DETECTOR_CLASSES = {"rcnn": RCNN, "fast-rcnn": FastRCNN, "faster-rcnn": FasterRCNN}
@@ -171,6 +172,7 @@ class DetectionTrainer:
                 raise TrainingError(f"{self.out_dir} already finished its {self.step} steps; "
                                     f"to train on, resume with --steps N, a new total "
                                     f"N > {self.step}")
+        self.intensity_range = intensity_range(self.train_set)
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     def lr_at(self, step):
@@ -271,7 +273,8 @@ class DetectionTrainer:
         """How predict and evaluate read images for this model (JSON in the file)."""
         options = self.options
         reading = dict(data="synthetic" if options.data == "synthetic" else "coco",
-                       size=options.size, normalize=options.normalization())
+                       size=options.size, normalize=options.normalization(),
+                       intensity_range=self.intensity_range)
         return {"reading": json.dumps(reading)}
 
     def save(self, best):
