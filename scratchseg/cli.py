@@ -57,26 +57,33 @@ def _gradcheck(args):
     return 1 if failures else 0
 
 
-def _train(args):
-    from scratchseg.training.distributed import ONE_PROCESS, MPICommunicator
-    from scratchseg.training.loop import Trainer, resume_options
+def _run_options(args, options_class, resume_options, paths):
+    """(options, run folder) of a train command: the flags given, or with --resume the
+    run's stored options with the given ones applied; ``paths`` name the flags that
+    hold files, made absolute (a resumed run may start in another folder)."""
     from scratchseg.training.options import given_options
 
-    given = given_options(args, TrainOptions)
-    for name in ("data", "val_data"):  # a resumed run may start in another folder
+    given = given_options(args, options_class)
+    for name in paths:
         if given.get(name) not in (None, "", "synthetic"):
             given[name] = str(Path(given[name]).resolve())
-    communicator = MPICommunicator() if args.distributed else ONE_PROCESS
-    args.communicator = communicator  # main() aborts every process on an error
     if args.resume:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             raise ValueError(f"--resume {args.resume} continues writing into {args.resume}; "
                              f"drop --out {args.out} (copy the run folder first to branch it)")
-        options, out = resume_options(args.resume, **given), args.resume
-    else:
-        if not args.out:
-            raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        options, out = TrainOptions(**given), args.out
+        return resume_options(args.resume, **given), args.resume
+    if not args.out:
+        raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    return options_class(**given), args.out
+
+
+def _train(args):
+    from scratchseg.training.distributed import ONE_PROCESS, MPICommunicator
+    from scratchseg.training.loop import Trainer, resume_options
+
+    communicator = MPICommunicator() if args.distributed else ONE_PROCESS
+    args.communicator = communicator  # main() aborts every process on an error
+    options, out = _run_options(args, TrainOptions, resume_options, ("data", "val_data"))
     trainer = Trainer(options, out, resume=bool(args.resume), progress=not args.quiet,
                       communicator=communicator)
     history = trainer.run()
@@ -156,21 +163,9 @@ def _export(args):
 def _detect_train(args):
     from scratchseg.detection.options import DetectOptions
     from scratchseg.detection.train import DetectionTrainer, resume_detection_options
-    from scratchseg.training.options import given_options
 
-    given = given_options(args, DetectOptions)
-    for name in ("data", "val_data", "images"):  # a resumed run may start in another folder
-        if given.get(name) not in (None, "", "synthetic"):
-            given[name] = str(Path(given[name]).resolve())
-    if args.resume:
-        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-            raise ValueError(f"--resume {args.resume} continues writing into {args.resume}; "
-                             f"drop --out {args.out} (copy the run folder first to branch it)")
-        options, out = resume_detection_options(args.resume, **given), args.resume
-    else:
-        if not args.out:
-            raise ValueError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        options, out = DetectOptions(**given), args.out
+    options, out = _run_options(args, DetectOptions, resume_detection_options,
+                                ("data", "val_data", "images"))
     trainer = DetectionTrainer(options, out, resume=bool(args.resume), progress=not args.quiet)
     history = trainer.run()
     if history:

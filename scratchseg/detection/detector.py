@@ -72,6 +72,14 @@ class Detector(Module):
         """Selective search's boxes for ``image`` (R-CNN and Fast R-CNN)."""
         return selective_search(image)
 
+    def _timed_proposals(self, image, proposals):
+        """(the given proposals, else selective search's, and a Stopwatch that timed them)."""
+        watch = Stopwatch()
+        with watch("proposals"):
+            if proposals is None:
+                proposals = self.proposals(image)
+        return proposals, watch
+
     def _read_out(self, rois, scores, offsets, image):
         """Detections from the head's outputs, given as one array or a list of chunks."""
         if len(rois) == 0:

@@ -9,7 +9,7 @@ window's first maximum) into the shared feature map and the backbone.
 
 import numpy
 
-from scratchseg.detection.detector import Detector, Stopwatch
+from scratchseg.detection.detector import Detector
 from scratchseg.detection.heads import box_head_loss, sample_rois
 from scratchseg.grad_mode import no_grad
 from scratchseg.nn.layers import RoIMaxPool
@@ -41,10 +41,7 @@ class FastRCNN(Detector):
         return losses
 
     def detect(self, image, proposals=None):
-        watch = Stopwatch()
-        with watch("proposals"):
-            if proposals is None:
-                proposals = self.proposals(image)
+        proposals, watch = self._timed_proposals(image, proposals)
         with no_grad():
             with watch("cnn"):
                 features = self.backbone.forward(self._input(image[None]))

@@ -17,8 +17,10 @@ from scratchseg.grad_mode import no_grad
 
 ANCHOR_SIZES = (16, 32, 64)      # pixels: the square root of the anchor's area
 ASPECT_RATIOS = (0.5, 1.0, 2.0)  # height / width
-TRAIN_PROPOSALS, TEST_PROPOSALS = 300, 100
-PRE_NMS = 300  # the best-scoring anchors that NMS sees
+# Per 32 x 32 feature cells (a 128 x 128 image), scaled with the feature map's area: the
+# best-scoring anchors NMS sees, and the proposals kept for training and for testing.
+PRE_NMS, TRAIN_PROPOSALS, TEST_PROPOSALS = 300, 300, 100
+CELLS = 32 * 32
 
 
 class FasterRCNN(FastRCNN):
@@ -35,14 +37,20 @@ class FasterRCNN(FastRCNN):
         height, width = features.shape[2:]
         return anchor_grid(height, width, self.backbone.stride, ANCHOR_SIZES, ASPECT_RATIOS)
 
+    def _propose(self, features, objectness, offsets, image, kept):
+        """RPN proposals for one image: ``kept`` (and PRE_NMS) per CELLS feature cells."""
+        scale = features.shape[2] * features.shape[3] / CELLS
+        return propose(objectness[0], offsets[0], self.anchors(features), image.shape[1:],
+                       pre_nms=max(1, round(PRE_NMS * scale)),
+                       post_nms=max(1, round(kept * scale)))
+
     def train_image(self, image, boxes, labels, proposals, rng, scale=1.0):
         """Both losses from one forward; ``proposals`` is unused (the RPN makes them)."""
         features = self.backbone.forward(self._input(image[None]))
         objectness, offsets = self.rpn.forward(features)
         anchors = self.anchors(features)
         losses, dobjectness, drpn = rpn_loss(objectness[0], offsets[0], anchors, boxes, rng)
-        proposals, _ = propose(objectness[0], offsets[0], anchors, image.shape[1:],
-                               pre_nms=PRE_NMS, post_nms=TRAIN_PROPOSALS)
+        proposals, _ = self._propose(features, objectness, offsets, image, TRAIN_PROPOSALS)
         rois, roi_labels, targets = sample_rois(proposals, boxes, labels, rng,
                                                 batch_size=self.rois_per_image,
                                                 negative=(0.0, 0.5))
@@ -59,8 +67,7 @@ class FasterRCNN(FastRCNN):
         with no_grad():
             features = self.backbone.forward(self._input(image[None]))
             objectness, offsets = self.rpn.forward(features)
-        return propose(objectness[0], offsets[0], self.anchors(features), image.shape[1:],
-                       pre_nms=PRE_NMS, post_nms=TEST_PROPOSALS)
+        return self._propose(features, objectness, offsets, image, TEST_PROPOSALS)
 
     def detect(self, image, proposals=None):
         """``proposals`` is unused: the RPN makes them from the shared features."""
@@ -70,8 +77,7 @@ class FasterRCNN(FastRCNN):
                 features = self.backbone.forward(self._input(image[None]))
             with watch("proposals"):
                 objectness, offsets = self.rpn.forward(features)
-                rois, _ = propose(objectness[0], offsets[0], self.anchors(features),
-                                  image.shape[1:], pre_nms=PRE_NMS, post_nms=TEST_PROPOSALS)
+                rois, _ = self._propose(features, objectness, offsets, image, TEST_PROPOSALS)
             with watch("heads"):
                 scores, box_offsets = self.head.forward(self._pooled(features, rois))
                 detections = self._read_out(rois, scores, box_offsets, image)

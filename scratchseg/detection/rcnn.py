@@ -9,7 +9,7 @@ the softmax head is trained end to end, its "fine-tuning" stage.)
 """
 
 from scratchseg.backend import to_numpy
-from scratchseg.detection.detector import Detector, Stopwatch
+from scratchseg.detection.detector import Detector
 from scratchseg.detection.heads import box_head_loss, sample_rois
 from scratchseg.detection.warp import warp_regions
 from scratchseg.grad_mode import no_grad
@@ -34,10 +34,7 @@ class RCNN(Detector):
         return losses
 
     def detect(self, image, proposals=None):
-        watch = Stopwatch()
-        with watch("proposals"):
-            if proposals is None:
-                proposals = self.proposals(image)
+        proposals, watch = self._timed_proposals(image, proposals)
         scores, offsets = [], []
         with no_grad():
             for start in range(0, len(proposals), CHUNK):

@@ -8,8 +8,6 @@ exactly what the uninterrupted one would have. R-CNN and Fast R-CNN get their
 proposals from selective search, run once per image and kept.
 """
 
-import csv
-import io
 import json
 import math
 import time
@@ -33,7 +31,7 @@ from scratchseg.training.checkpoint import (
     save_model,
     save_training_state,
 )
-from scratchseg.training.loop import intensity_range
+from scratchseg.training.loop import intensity_range, metrics_csv
 from scratchseg.training.options import resumed_options
 
 DETECTOR_CLASSES = {"rcnn": RCNN, "fast-rcnn": FastRCNN, "faster-rcnn": FasterRCNN}
@@ -283,21 +281,12 @@ class DetectionTrainer:
             save_model(self.out_dir / name, state, config=self.model.config,
                        class_values=self.class_names, extra_metadata=self.model_metadata(),
                        model_format=MODEL_FORMAT)
-        atomic_write_text(self.out_dir / "metrics.csv", _metrics_csv(self.history))
+        atomic_write_text(self.out_dir / "metrics.csv", metrics_csv(self.history, METRIC_COLUMNS))
         save_training_state(self.out_dir / CHECKPOINT_FILE,
                             optimizer_state=self.optimizer.state_dict(), epoch=0,
                             step=self.step, rng_state={"seed": self.options.seed},
                             history=self.history,
                             extra={"model": state, "options": asdict(self.options)})
-
-
-def _metrics_csv(history):
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return text.getvalue()
 
 
 def resume_detection_options(run_dir, **given):

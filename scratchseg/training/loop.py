@@ -208,9 +208,10 @@ def evaluate(model, dataset, *, tile=None, communicator=ONE_PROCESS):
     return sums[0] / max(sums[1], 1), cm, predictions
 
 
-def _metrics_csv(history):
+def metrics_csv(history, columns=METRIC_COLUMNS):
+    """The history's rows as CSV text, floats to 6 significant digits."""
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -309,7 +310,7 @@ class Trainer:
         for name in names:
             save_model(self.out_dir / name, state, config=self.model.config,
                        class_values=self.class_values, extra_metadata=self.model_metadata())
-        atomic_write_text(self.out_dir / "metrics.csv", _metrics_csv(self.history))
+        atomic_write_text(self.out_dir / "metrics.csv", metrics_csv(self.history))
         plot_curves(self.history, self.out_dir / "curves.png")
         if self.tracer is not None:
             self.tracer.write_csv(self.out_dir / TRACE_FILE)
