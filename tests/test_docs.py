@@ -60,11 +60,12 @@ GPU_REASON = "needs CuPy and a CUDA device (scratchseg.backend.cupy_available() 
 
 EXPECTED_BLOCKS = {
     "backprop.md": {"python": 19, "text": 1},
+    "detection.md": {"python": 9, "shell": 2},
     "gpu.md": {"python": 7, "gpu": 4},
     "gradcheck.md": {"python": 12},
     "instances.md": {"python": 4, "shell": 2, "text": 2},
     "own-data.md": {"python": 7, "shell": 2, "text": 1},
-    "performance.md": {"python": 3, "shell": 2},
+    "performance.md": {"python": 3, "shell": 3},
     "trace.md": {"python": 4},
     "unet.md": {"python": 11},
 }
