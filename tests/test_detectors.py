@@ -118,6 +118,19 @@ def test_a_detector_learns_one_image(detector):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
+@pytest.mark.parametrize("detector", DETECTORS, ids=lambda d: d.kind)
+def test_an_image_without_objects_trains(detector):
+    """COCO keeps images without annotations. Faster R-CNN learns background from them;
+    R-CNN and Fast R-CNN draw no RoI (no proposal has IoU in [0.1, 0.5)) and skip them."""
+    sample = _scene()
+    model = detector(1, 3, **TINY)
+    proposals = model.proposals(sample.image) if model.uses_selective_search else None
+    losses = model.train_image(sample.image, np.zeros((0, 4), np.float32),
+                               np.zeros(0, np.int64), proposals, np.random.default_rng(0))
+    assert losses["box"] == 0 and np.isfinite(sum(losses.values()))
+    assert (losses["classification"] > 0) == (detector is FasterRCNN)
+
+
 def test_backbone_steps_four_pixels():
     backbone = Backbone(2)
     features = backbone.forward(np.zeros((1, 2, 37, 50), np.float32))

@@ -10,7 +10,7 @@ window's first maximum) into the shared feature map and the backbone.
 import numpy
 
 from scratchseg.detection.detector import Detector
-from scratchseg.detection.heads import box_head_loss, sample_rois
+from scratchseg.detection.heads import NO_ROIS, box_head_loss, sample_rois
 from scratchseg.grad_mode import no_grad
 from scratchseg.nn.layers import RoIMaxPool
 
@@ -31,9 +31,11 @@ class FastRCNN(Detector):
         return self.roi_pool.forward(features, self._input(batch_rois(boxes)))
 
     def train_image(self, image, boxes, labels, proposals, rng, scale=1.0):
-        features = self.backbone.forward(self._input(image[None]))
         rois, roi_labels, targets = sample_rois(proposals, boxes, labels, rng,
                                                 batch_size=self.rois_per_image)
+        if not len(rois):  # no object and no proposal near enough to be background
+            return dict(NO_ROIS)
+        features = self.backbone.forward(self._input(image[None]))
         scores, offsets = self.head.forward(self._pooled(features, rois))
         losses, dscores, doffsets = box_head_loss(scores, offsets, roi_labels, targets)
         dpooled = self.head.backward(dscores * scale, doffsets * scale)

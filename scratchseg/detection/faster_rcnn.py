@@ -11,7 +11,7 @@ proposals' coordinates.
 from scratchseg.detection.anchors import anchor_grid
 from scratchseg.detection.detector import Stopwatch
 from scratchseg.detection.fast_rcnn import FastRCNN
-from scratchseg.detection.heads import box_head_loss, sample_rois
+from scratchseg.detection.heads import NO_ROIS, box_head_loss, sample_rois
 from scratchseg.detection.rpn import RPNHead, propose, rpn_loss
 from scratchseg.grad_mode import no_grad
 
@@ -54,11 +54,15 @@ class FasterRCNN(FastRCNN):
         rois, roi_labels, targets = sample_rois(proposals, boxes, labels, rng,
                                                 batch_size=self.rois_per_image,
                                                 negative=(0.0, 0.5))
-        scores, box_offsets = self.head.forward(self._pooled(features, rois))
-        head_losses, dscores, doffsets = box_head_loss(scores, box_offsets, roi_labels, targets)
-        dfeatures = self.roi_pool.backward(self.head.backward(dscores * scale, doffsets * scale))
-        dfeatures += self.rpn.backward(dobjectness[None] * scale, drpn[None] * scale,
-                                       features.shape)
+        dfeatures = self.rpn.backward(dobjectness[None] * scale, drpn[None] * scale,
+                                      features.shape)
+        head_losses = dict(NO_ROIS)
+        if len(rois):
+            scores, box_offsets = self.head.forward(self._pooled(features, rois))
+            head_losses, dscores, doffsets = box_head_loss(scores, box_offsets, roi_labels,
+                                                           targets)
+            dpooled = self.head.backward(dscores * scale, doffsets * scale)
+            dfeatures += self.roi_pool.backward(dpooled)
         self.backbone.backward(dfeatures)
         return {**losses, **head_losses}
 

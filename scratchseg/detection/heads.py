@@ -17,7 +17,7 @@ number of RoIs. The offsets are scaled by BOX_WEIGHTS (targets of about unit siz
 import numpy
 
 from scratchseg import ops
-from scratchseg.backend import get_array_module, to_device, to_numpy
+from scratchseg.backend import backend_name, to_device, to_numpy
 from scratchseg.detection.boxes import (
     box_iou,
     clip_boxes,
@@ -31,6 +31,7 @@ from scratchseg.nn.layers import Linear, ReLU
 from scratchseg.nn.module import Module
 
 BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+NO_ROIS = {"classification": 0.0, "box": 0.0}  # the head's losses when no RoI was drawn
 
 
 class BoxHead(Module):
@@ -92,8 +93,7 @@ def box_head_loss(scores, offsets, labels, targets):
     RoIs. L_box = sum over foreground of smooth_L1(offsets of the true class -
     target) / R, the regression weight a mask over the (R, 4K) offsets.
     """
-    xp = get_array_module(scores)
-    device = "cupy" if xp.__name__ == "cupy" else "numpy"
+    device = backend_name(scores)
     count, classes = len(labels), scores.shape[1]
     ce, ce_cache = ops.softmax_cross_entropy_forward(
         scores.reshape(count, classes, 1, 1), to_device(labels.reshape(count, 1, 1), device))

@@ -10,7 +10,7 @@ the softmax head is trained end to end, its "fine-tuning" stage.)
 
 from scratchseg.backend import to_numpy
 from scratchseg.detection.detector import Detector
-from scratchseg.detection.heads import box_head_loss, sample_rois
+from scratchseg.detection.heads import NO_ROIS, box_head_loss, sample_rois
 from scratchseg.detection.warp import warp_regions
 from scratchseg.grad_mode import no_grad
 
@@ -27,6 +27,8 @@ class RCNN(Detector):
     def train_image(self, image, boxes, labels, proposals, rng, scale=1.0):
         rois, roi_labels, targets = sample_rois(proposals, boxes, labels, rng,
                                                 batch_size=self.rois_per_image)
+        if not len(rois):  # no object and no proposal near enough to be background
+            return dict(NO_ROIS)
         features = self.backbone.forward(self._input(warp_regions(image, rois, self.crop_size)))
         scores, offsets = self.head.forward(features)
         losses, dscores, doffsets = box_head_loss(scores, offsets, roi_labels, targets)

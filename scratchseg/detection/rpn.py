@@ -16,7 +16,7 @@ Proposals are the decoded anchors by objectness, clipped, cut by NMS at 0.7.
 import numpy
 
 from scratchseg import ops
-from scratchseg.backend import get_array_module, to_device, to_numpy
+from scratchseg.backend import backend_name, to_device, to_numpy
 from scratchseg.detection.boxes import (
     box_iou,
     clip_boxes,
@@ -69,8 +69,7 @@ class RPNHead(Module):
 def rpn_loss(objectness, offsets, anchors, gt_boxes, rng, *, batch_size=256,
              positive_fraction=0.5):
     """(losses, dobjectness, doffsets) for one image: objectness (M,), offsets (M, 4)."""
-    xp = get_array_module(objectness)
-    device = "cupy" if xp.__name__ == "cupy" else "numpy"
+    device = backend_name(objectness)
     matched = assign_boxes(box_iou(gt_boxes, anchors), 0.7, (0.0, 0.3), keep_best_match=True)
     positives, negatives = sample_assignments(matched, batch_size, positive_fraction, rng)
     labels = numpy.full(len(anchors), -1, dtype=numpy.int64)
