@@ -97,7 +97,10 @@ def add_option_flags(parser, options_class):
         if f.default is MISSING:
             raise TypeError(f"{options_class.__name__}.{f.name} needs a default to be a flag")
         rule = f.metadata["rule"]
-        text = f"{f.metadata['help']} (default: {_shown(f.default)})".replace("%", "%%")
+        text = f.metadata["help"]
+        if "default" not in text:  # a help that says its default in words keeps them
+            text = f"{text} (default: {_shown(f.default)})"
+        text = text.replace("%", "%%")
         kwargs = dict(dest=f.name, default=None, help=text)
         if isinstance(f.default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
