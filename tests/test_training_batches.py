@@ -189,3 +189,35 @@ def test_sample_streams_are_apart_from_the_epoch_order(dataset, monkeypatch):
     assert len(created) == 8
     states = {tuple(np.random.SeedSequence(key).generate_state(4).tolist()) for key in created}
     assert len(states) == 8
+
+
+def test_a_large_image_is_augmented_in_a_window_around_the_tile(monkeypatch):
+    """An image larger than the tile's input plus AUGMENT_MARGIN of context on each side:
+    only that window is augmented (a draw costs the same whatever the image's size), the
+    tile is its centre, and image, mask and weight stay aligned. A smaller image is
+    augmented whole, as before."""
+    from scratchseg.data import batches
+
+    warped = []
+    original = batches.augment_sample
+
+    def recording(image, mask, weight, **kwargs):
+        warped.append(image.shape[-2:])
+        return original(image, mask, weight, **kwargs)
+
+    monkeypatch.setattr(batches, "augment_sample", recording)
+    large = SyntheticShapes(num_samples=2, size=200, seed=4)
+    window = TILE["input_size"] + 2 * batches.AUGMENT_MARGIN
+    x, labels, weights = batch(large, [0, 1], weight_maps=WeightMaps())
+    assert warped == [(window, window)] * 2
+    assert x.shape == (2, 1, 48, 48) and labels.shape == weights.shape == (2, 8, 8)
+    # aligned: with augmentation doing nothing, the window's centre is the plain tile
+    monkeypatch.setattr(batches, "augment_sample", lambda image, mask, weight, **_: (
+        image, mask, weight))
+    assert_batches_equal(batch(large, [0, 1], weight_maps=WeightMaps()),
+                         batch(large, [0, 1], weight_maps=WeightMaps(), augment=False))
+    monkeypatch.setattr(batches, "augment_sample", recording)
+    warped.clear()
+    small = SyntheticShapes(num_samples=1, size=32, seed=3)
+    batch(small, [0])
+    assert warped == [(32, 32)]

@@ -17,10 +17,13 @@ import numpy as np
 
 from scratchseg.data.augment import augment as augment_sample
 from scratchseg.data.dataset import instances_from_mask
-from scratchseg.data.tiling import random_tile
+from scratchseg.data.tiling import centre_tile, random_tile
 from scratchseg.data.weightmap import unet_weight_map
 
 ORDER_STREAM, SAMPLE_STREAM, SPLIT_STREAM, DROPOUT_STREAM = 1, 2, 3, 4
+# Context kept around a tile for augmentation: the elastic deformation moves pixels by
+# about N(0, 10^2), so 3 sigma of them can enter the tile from outside it.
+AUGMENT_MARGIN = 30
 
 
 def tiles_per_image(shapes, tile):
@@ -68,11 +71,14 @@ def training_batch(dataset, indices, draws, *, epoch, seed, input_size, output_s
     """x float32 (B, C, s, s), labels int64 (B, o, o), weights float32 (B, o, o) or None.
 
     For each sample index and its draw number in the epoch: the sample's weight
-    map (when ``weight_maps`` is a WeightMaps), augmentation (when ``augment``; its
-    intensity gain up to ``max_gain`` either way),
-    then a random tile with input edge s and output edge o, all drawn from the
-    draw's own generator. No indices give B = 0 (the empty shard of a process in
-    data-parallel training).
+    map (when ``weight_maps`` is a WeightMaps), a random tile with input edge s and
+    output edge o, all drawn from the draw's own generator. With ``augment`` (its
+    intensity gain up to ``max_gain`` either way), an image larger than the tile's
+    input with AUGMENT_MARGIN pixels of context on each side gives that window,
+    which is augmented (the paper's 3 x 3 elastic grid then spans the window) and
+    cut to s and o, so a draw costs the same whatever the image's size; a smaller
+    image is augmented whole, then cut. No indices give B = 0 (the empty
+    shard of a process in data-parallel training).
     """
     if len(indices) != len(draws):
         raise ValueError(f"training_batch: one draw number per index, got {len(indices)} "
@@ -87,11 +93,20 @@ def training_batch(dataset, indices, draws, *, epoch, seed, input_size, output_s
         rng = np.random.default_rng([SAMPLE_STREAM, seed, epoch, int(draw)])
         weight = None if weight_maps is None else weight_maps(int(index), sample)
         image, mask = sample.image, sample.mask
-        if augment:
+        window = input_size + 2 * AUGMENT_MARGIN
+        if augment and window**2 < mask.size:  # a window around the tile: cheaper to warp
+            image, mask, weight = random_tile(image, mask, weight, input_size=input_size,
+                                              output_size=output_size, rng=rng, window=window)
             image, mask, weight = augment_sample(image, mask, weight, rng=rng,
                                                  max_gain=max_gain)
-        image, mask, weight = random_tile(image, mask, weight, input_size=input_size,
-                                          output_size=output_size, rng=rng)
+            image, mask, weight = centre_tile(image, mask, weight, input_size=input_size,
+                                              output_size=output_size)
+        else:  # the whole image is no larger than the window: augment it all, then cut
+            if augment:
+                image, mask, weight = augment_sample(image, mask, weight, rng=rng,
+                                                     max_gain=max_gain)
+            image, mask, weight = random_tile(image, mask, weight, input_size=input_size,
+                                              output_size=output_size, rng=rng)
         images.append(image)
         masks.append(mask)
         weights.append(weight)

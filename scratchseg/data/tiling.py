@@ -126,17 +126,20 @@ def predict_logits(model, image, tile=None, batch_size=4):
     return logits[:, :height, :width]
 
 
-def random_tile(image, mask, weight, *, input_size, output_size, rng):
+def random_tile(image, mask, weight, *, input_size, output_size, rng, window=None):
     """A random training tile: (image (C, s, s), mask (o, o), weight (o, o) or None).
 
     The o x o output window is placed uniformly inside the image (or, along an
     axis shorter than o, so that the image lies inside the window, the rest
     mirrored). The image crop is the s x s input centred on it, mirrored beyond
-    the border; s = ``input_size``, o = ``output_size``.
+    the border; s = ``input_size``, o = ``output_size``. With ``window`` = w >= s,
+    image, mask and weight are all the w x w window centred on the output
+    instead (what augmentation transforms before ``centre_tile`` cuts the tile).
     """
-    if not 1 <= output_size <= input_size:
+    if not 1 <= output_size <= input_size <= (window or input_size):
         raise ValueError(
-            f"random_tile: need 1 <= output_size <= input_size, got {output_size} and {input_size}"
+            f"random_tile: need 1 <= output_size <= input_size <= window, got {output_size}, "
+            f"{input_size} and {window}"
         )
     height, width = image.shape[-2:]
     if np.shape(mask) != (height, width) or (
@@ -148,9 +151,24 @@ def random_tile(image, mask, weight, *, input_size, output_size, rng):
         )
     top = int(rng.integers(min(0, height - output_size), max(0, height - output_size) + 1))
     left = int(rng.integers(min(0, width - output_size), max(0, width - output_size) + 1))
+    if window is not None:
+        margin = (window - output_size) // 2
+        crops = [mirror_crop(a, top - margin, left - margin, window, window)
+                 for a in (image, mask, weight) if a is not None]
+        return crops[0], crops[1], crops[2] if weight is not None else None
     margin = (input_size - output_size) // 2
     image_tile = mirror_crop(image, top - margin, left - margin, input_size, input_size)
     mask_tile = mirror_crop(mask, top, left, output_size, output_size)
     if weight is not None:
         weight = mirror_crop(weight, top, left, output_size, output_size)
     return image_tile, mask_tile, weight
+
+
+def centre_tile(image, mask, weight, *, input_size, output_size):
+    """The s x s image and o x o mask and weight at the centre of a window from random_tile."""
+    size = image.shape[-1]
+    start_in, start_out = (size - input_size) // 2, (size - output_size) // 2
+    window_in = slice(start_in, start_in + input_size)
+    window_out = slice(start_out, start_out + output_size)
+    return (image[..., window_in, window_in], mask[window_out, window_out],
+            None if weight is None else weight[window_out, window_out])
