@@ -174,3 +174,17 @@ def test_a_unet_file_is_not_a_detector(tmp_path, capsys):
                class_values=[0, 1])
     assert main(["detect", "evaluate", "--model", str(tmp_path / "unet.safetensors")]) == 2
     assert "expected a 'scratchseg-detector' file" in capsys.readouterr().err
+
+
+def test_a_coco_file_without_val_data_holds_out_every_fifth_image(tmp_path):
+    from scratchseg.detection.options import DetectOptions
+    from scratchseg.detection.train import load_datasets
+
+    for count, sizes in ((7, (6, 1)), (3, (3, 3))):  # under 5 images: validate on them all
+        path = tmp_path / f"{count}.json"
+        write_coco(path, list(SyntheticBoxes(count, 40, 1)), SyntheticBoxes.class_names)
+        train, val = load_datasets(DetectOptions(data=str(path), normalize="none"))
+        assert (len(train), len(val)) == sizes
+        assert train.class_names == val.class_names == SyntheticBoxes.class_names
+        names = {s.name for s in train}, {s.name for s in val}
+        assert (names[0] & names[1]) == (names[1] if count < 5 else set())

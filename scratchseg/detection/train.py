@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy
 from tqdm import tqdm
 
+from scratchseg.data.dataset import Subset
 from scratchseg.detection.data import CocoDataset, SyntheticBoxes
 from scratchseg.detection.draw import draw_detections
 from scratchseg.detection.evaluate import average_precision
@@ -85,23 +86,8 @@ def load_datasets(options):
     if len(data) < MIN_IMAGES_TO_HOLD_OUT:  # too few to spare any: validate on the training set
         return data, data
     held_out = set(range(4, len(data), 5))
-    return (_Subset(data, [i for i in range(len(data)) if i not in held_out]),
-            _Subset(data, sorted(held_out)))
-
-
-class _Subset:
-    """Some of a dataset's samples, its class names and channels passed through."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, list(indices)
-        self.class_names, self.num_classes = dataset.class_names, dataset.num_classes
-        self.in_channels = dataset.in_channels
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, index):
-        return self.dataset[self.indices[index]]
+    return (Subset(data, [i for i in range(len(data)) if i not in held_out]),
+            Subset(data, sorted(held_out)))
 
 
 def flip_boxes(boxes, width):
@@ -294,7 +280,3 @@ def resume_detection_options(run_dir, **given):
     --val-every, --backend) applied; any other must be unchanged."""
     state = load_training_state(Path(run_dir) / CHECKPOINT_FILE)
     return resumed_options(state["extra"]["options"], given, run_dir, DetectOptions)
-
-
-__all__ = ["DetectionTrainer", "build_detector", "evaluate_detector", "load_datasets",
-           "resume_detection_options"]
