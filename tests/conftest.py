@@ -35,6 +35,15 @@ def distinct_values(rng, shape, spacing=0.1):
     return values.reshape(shape)
 
 
+def disks(shape, centres, radius):
+    """An int64 mask with disk k (1-based) of ``centres`` labelled k."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    mask = np.zeros(shape, np.int64)
+    for k, (cy, cx) in enumerate(centres, start=1):
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = k
+    return mask
+
+
 def assert_close(actual, expected, rtol=1e-10, atol=None, err_msg=""):
     """Relative closeness against the largest reference magnitude (1e-10 by default).
 

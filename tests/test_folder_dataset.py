@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import disks
 from PIL import Image
 
 from scratchseg.data import (
@@ -39,14 +40,6 @@ def make_folder(root, pairs, mask_suffix=""):
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     return root
-
-
-def disks(shape, centres, radius):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    mask = np.zeros(shape, np.int64)
-    for k, (cy, cx) in enumerate(centres, start=1):
-        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = k
-    return mask
 
 
 @pytest.fixture

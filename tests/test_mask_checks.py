@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import disks
 from PIL import Image
 
 from scratchseg.data import SyntheticShapes
@@ -46,15 +47,6 @@ def only_page(path):
     pages, style = read_mask_pages(path)
     assert len(pages) == 1 and pages[0].dtype == np.int64
     return pages[0], style
-
-
-def disks(shape, centres, radius):
-    """An int64 mask with disk k (1-based) of ``centres`` labelled k."""
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    mask = np.zeros(shape, np.int64)
-    for k, (cy, cx) in enumerate(centres, start=1):
-        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = k
-    return mask
 
 
 def grid_centres(rows, cols, step, offset):

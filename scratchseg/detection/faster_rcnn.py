@@ -37,10 +37,10 @@ class FasterRCNN(FastRCNN):
         height, width = features.shape[2:]
         return anchor_grid(height, width, self.backbone.stride, ANCHOR_SIZES, ASPECT_RATIOS)
 
-    def _propose(self, features, objectness, offsets, image, kept):
+    def _propose(self, objectness, offsets, anchors, image, kept):
         """RPN proposals for one image: ``kept`` (and PRE_NMS) per CELLS feature cells."""
-        scale = features.shape[2] * features.shape[3] / CELLS
-        return propose(objectness[0], offsets[0], self.anchors(features), image.shape[1:],
+        scale = len(anchors) / (self.rpn.num_anchors * CELLS)
+        return propose(objectness[0], offsets[0], anchors, image.shape[1:],
                        pre_nms=max(1, round(PRE_NMS * scale)),
                        post_nms=max(1, round(kept * scale)))
 
@@ -50,7 +50,7 @@ class FasterRCNN(FastRCNN):
         objectness, offsets = self.rpn.forward(features)
         anchors = self.anchors(features)
         losses, dobjectness, drpn = rpn_loss(objectness[0], offsets[0], anchors, boxes, rng)
-        proposals, _ = self._propose(features, objectness, offsets, image, TRAIN_PROPOSALS)
+        proposals, _ = self._propose(objectness, offsets, anchors, image, TRAIN_PROPOSALS)
         rois, roi_labels, targets = sample_rois(proposals, boxes, labels, rng,
                                                 batch_size=self.rois_per_image,
                                                 negative=(0.0, 0.5))
@@ -71,7 +71,8 @@ class FasterRCNN(FastRCNN):
         with no_grad():
             features = self.backbone.forward(self._input(image[None]))
             objectness, offsets = self.rpn.forward(features)
-        return self._propose(features, objectness, offsets, image, TEST_PROPOSALS)
+        return self._propose(objectness, offsets, self.anchors(features), image,
+                             TEST_PROPOSALS)
 
     def detect(self, image, proposals=None):
         """``proposals`` is unused: the RPN makes them from the shared features."""
@@ -81,7 +82,8 @@ class FasterRCNN(FastRCNN):
                 features = self.backbone.forward(self._input(image[None]))
             with watch("proposals"):
                 objectness, offsets = self.rpn.forward(features)
-                rois, _ = self._propose(features, objectness, offsets, image, TEST_PROPOSALS)
+                rois, _ = self._propose(objectness, offsets, self.anchors(features), image,
+                                        TEST_PROPOSALS)
             with watch("heads"):
                 scores, box_offsets = self.head.forward(self._pooled(features, rois))
                 detections = self._read_out(rois, scores, box_offsets, image)

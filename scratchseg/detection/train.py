@@ -32,22 +32,23 @@ from scratchseg.training.checkpoint import (
     save_model,
     save_training_state,
 )
-from scratchseg.training.loop import intensity_range, metrics_csv
+from scratchseg.training.loop import (
+    BEST_MODEL_FILE,
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    TrainingError,
+    intensity_range,
+    metrics_csv,
+)
 from scratchseg.training.options import resumed_options
 
 DETECTOR_CLASSES = {"rcnn": RCNN, "fast-rcnn": FastRCNN, "faster-rcnn": FasterRCNN}
 MODEL_FORMAT = "scratchseg-detector"
-MODEL_FILE, BEST_MODEL_FILE = "model.safetensors", "model_best.safetensors"
-CHECKPOINT_FILE = "checkpoint.safetensors"
 METRIC_COLUMNS = ("step", "train_loss", "val_map50", "val_map", "val_seconds_per_image", "lr",
                   "seconds")
 VALIDATIONS = 10  # how often a run validates when --val-every is 0
 MIN_IMAGES_TO_HOLD_OUT = 5  # fewer COCO images (and no --val-data): validate on them all
 VAL_SEED, TEST_SEED = 10_000, 20_000  # synthetic validation and test scenes: other seeds
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (diverged, or already finished), with what to do."""
 
 
 def build_detector(config, *, seed=0, backend="numpy"):
